@@ -1,0 +1,209 @@
+//! `nethook attach`, `detach`, `ps`: the same transactions as the hook, by hand.
+
+use super::output;
+use super::Format;
+use crate::config::DEFAULT_NETWORK;
+use crate::error::Error;
+use crate::names::{ContainerId, IfName, NetworkName};
+use crate::netns;
+use crate::oci::{self, HookArgs};
+use crate::ops::attach::{attach as do_attach, AttachRequest};
+use crate::ops::detach::{detach as do_detach, LinkCleanup};
+use crate::state::{endpoint, Dirs};
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct AttachCmd {
+    /// A path (/run/netns/x, /proc/PID/ns/net), a name under /run/netns, or pid:PID.
+    pub netns: String,
+    #[arg(long)]
+    pub network: Vec<String>,
+    /// Endpoint id (default: derived from NETNS).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Interface name inside the namespace (default eth0).
+    #[arg(long)]
+    pub ifname: Option<String>,
+    #[arg(long)]
+    pub ip: Option<String>,
+    #[arg(long)]
+    pub mac: Option<String>,
+    #[arg(long)]
+    pub publish: Vec<String>,
+    #[arg(long)]
+    pub alias: Vec<String>,
+    #[arg(long)]
+    pub hostname: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DetachCmd {
+    pub id: String,
+    #[arg(long)]
+    pub network: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PsCmd {
+    #[arg(long)]
+    pub network: Option<String>,
+}
+
+/// A default id for a hand attach: the namespace's name, or `pid-N`.
+fn id_from_netns(arg: &str) -> Result<ContainerId, Error> {
+    let base = if let Some(pid) = arg.strip_prefix("pid:") {
+        format!("pid-{pid}")
+    } else {
+        let p = std::path::Path::new(arg);
+        match p
+            .strip_prefix("/proc")
+            .ok()
+            .and_then(|r| r.components().next())
+        {
+            Some(pid) => format!("pid-{}", pid.as_os_str().to_string_lossy()),
+            None => p
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
+    };
+    ContainerId::new(&base).map_err(|_| {
+        Error::invalid(
+            format!("netns {arg}"),
+            "gives no usable endpoint id",
+            "pass --id ID",
+        )
+    })
+}
+
+pub fn attach(dirs: &Dirs, format: Format, c: &AttachCmd) -> anyhow::Result<()> {
+    let path = netns::resolve_arg(&c.netns)?;
+    let id = match &c.id {
+        Some(i) => ContainerId::new(i)?,
+        None => id_from_netns(&c.netns)?,
+    };
+    let args = HookArgs {
+        networks: c.network.clone(),
+        publish: c.publish.clone(),
+        ip: c.ip.clone(),
+        mac: c.mac.clone(),
+        aliases: c.alias.clone(),
+    };
+    let wants = oci::wants(&args, &Default::default(), DEFAULT_NETWORK)?;
+    let hostname = c.hostname.clone().unwrap_or_else(|| id.to_string());
+    oci::check_dns_name("hostname", &hostname)?;
+    let ifname = c.ifname.as_deref().map(IfName::new).transpose()?;
+    let req = AttachRequest {
+        id,
+        netns: path,
+        hostname,
+        wants,
+        ifname,
+        files: None,
+        source: "attach",
+    };
+    let ep = do_attach(dirs, &req)?;
+    match format {
+        Format::Json => output::json(&ps_rows(&[ep])),
+        Format::Table => {
+            for a in &ep.attachments {
+                println!(
+                    "{} {} {} {}/{} {}",
+                    ep.id, a.network, a.interface, a.ipv4, a.prefix_len, a.mac
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn detach(dirs: &Dirs, c: &DetachCmd) -> anyhow::Result<()> {
+    let id = ContainerId::new(&c.id)?;
+    let net = c.network.as_deref().map(NetworkName::new).transpose()?;
+    do_detach(dirs, &id, net.as_ref(), LinkCleanup::Wait)?;
+    Ok(())
+}
+
+/// One `ps` row per attachment, in the JSON shape DESIGN.md section 9 fixes.
+#[derive(serde::Serialize)]
+struct PsRow {
+    id: String,
+    network: String,
+    interface: String,
+    host_interface: String,
+    ipv4: Vec<String>,
+    ipv6: Vec<String>,
+    mac: String,
+    ports: Vec<String>,
+    netns: String,
+    state: String,
+    hostname: String,
+}
+
+fn ps_rows(eps: &[endpoint::Endpoint]) -> Vec<PsRow> {
+    let mut rows = Vec::new();
+    for e in eps {
+        for a in &e.attachments {
+            rows.push(PsRow {
+                id: e.id.to_string(),
+                network: a.network.to_string(),
+                interface: a.interface.to_string(),
+                host_interface: a.host_interface.to_string(),
+                ipv4: vec![format!("{}/{}", a.ipv4, a.prefix_len)],
+                ipv6: vec![],
+                mac: a.mac.to_string(),
+                ports: vec![],
+                netns: e.netns.clone(),
+                state: e.state.to_string(),
+                hostname: e.hostname.clone(),
+            });
+        }
+    }
+    rows
+}
+
+pub fn ps(dirs: &Dirs, format: Format, c: &PsCmd) -> anyhow::Result<()> {
+    let filter = c.network.as_deref().map(NetworkName::new).transpose()?;
+    let mut rows = ps_rows(&endpoint::list(dirs)?);
+    if let Some(f) = &filter {
+        rows.retain(|r| r.network == f.as_str());
+    }
+    match format {
+        Format::Json => output::json(&rows),
+        Format::Table => {
+            let t: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.network.clone(),
+                        r.interface.clone(),
+                        r.ipv4.join(","),
+                        r.mac.clone(),
+                        if r.ports.is_empty() {
+                            "-".into()
+                        } else {
+                            r.ports.join(",")
+                        },
+                        r.netns.clone(),
+                        r.state.clone(),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "ID",
+                    "NETWORK",
+                    "INTERFACE",
+                    "IPV4",
+                    "MAC",
+                    "PORTS",
+                    "NETNS",
+                    "STATE",
+                ],
+                &t,
+            );
+        }
+    }
+    Ok(())
+}

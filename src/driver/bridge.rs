@@ -1,0 +1,116 @@
+//! The bridge driver: a Linux bridge per network on the host, one veth per container whose peer
+//! is created directly inside the container's namespace as its final name.
+
+use super::{Ctx, Driver, Made};
+use crate::config::Network;
+use crate::error::{Error, Result};
+use crate::netlink::route::{RouteSocket, VethSpec};
+use crate::state::endpoint::Attachment;
+
+pub struct Bridge;
+
+/// Write a sysctl through /proc in the current namespace, only when it differs (a write costs a
+/// netdev notifier round in the kernel; a read is cheap).
+pub fn ensure_sysctl(path: &str, value: &str) -> Result<()> {
+    match std::fs::read_to_string(path) {
+        Ok(v) if v.trim() == value => Ok(()),
+        _ => std::fs::write(path, value).map_err(|e| {
+            Error::io(
+                format!("setting {path} to {value}"),
+                e,
+                "run as root in the host network namespace",
+            )
+        }),
+    }
+}
+
+/// Make sure the network's bridge exists, is up and carries the gateway address; returns its
+/// index. Creation is serialised by the caller's network lock.
+pub fn ensure_bridge(host: &RouteSocket, net: &Network) -> Result<(u32, bool)> {
+    if let Some(l) = host.link_by_name(net.bridge.as_str())? {
+        if l.kind.as_deref().is_some_and(|k| k != "bridge") {
+            return Err(Error::invalid(
+                format!("bridge {} of network {}", net.bridge, net.name),
+                format!("exists but is a {} link", l.kind.unwrap_or_default()),
+                "remove that link or give the network another --bridge",
+            ));
+        }
+        // Cheap and idempotent: a bridge found without its gateway (restored by hand, or left
+        // from an older definition) gets it back.
+        let s = net.subnet4();
+        host.add_addr4(l.index, s.gateway, s.subnet.prefix_len())?;
+        return Ok((l.index, false));
+    }
+    host.create_bridge(&net.bridge, net.bridge_mac, net.mtu)?;
+    let l = host.link_by_name(net.bridge.as_str())?.ok_or_else(|| {
+        Error::kernel(
+            format!("bridge {}", net.bridge),
+            "vanished right after creation",
+            "retry",
+        )
+    })?;
+    let s = net.subnet4();
+    host.add_addr4(l.index, s.gateway, s.subnet.prefix_len())?;
+    Ok((l.index, true))
+}
+
+impl Driver for Bridge {
+    fn setup(
+        &self,
+        ctx: &Ctx,
+        net: &Network,
+        att: &Attachment,
+        default_route: bool,
+        made: &mut Vec<Made>,
+    ) -> Result<()> {
+        let (ns, csock) = ctx.container.as_ref().ok_or_else(|| {
+            Error::invalid(
+                format!("container on network {}", net.name),
+                "has no network namespace",
+                "give the container one",
+            )
+        })?;
+        let bridge = ctx.host.link_by_name(net.bridge.as_str())?.ok_or_else(|| {
+            Error::kernel(
+                format!("bridge {}", net.bridge),
+                "does not exist",
+                "run 'nethook restore'",
+            )
+        })?;
+        if !net.internal {
+            // Routed traffic out of the bridge needs forwarding in the host namespace.
+            ensure_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+        }
+        ctx.host.create_veth(&VethSpec {
+            host_name: &att.host_interface,
+            controller: bridge.index,
+            peer_name: &att.interface,
+            peer_netns: ns.fd(),
+            peer_mac: att.mac,
+            mtu: net.mtu,
+        })?;
+        made.push(Made::HostLink(att.host_interface.to_string()));
+
+        // Inside the container: lo up, the address, the default route.
+        csock.set_up_by_name("lo")?;
+        let eth = csock.link_by_name(att.interface.as_str())?.ok_or_else(|| {
+            Error::kernel(
+                format!("interface {} in the container", att.interface),
+                "missing after creation",
+                "retry",
+            )
+        })?;
+        csock.set_up(eth.index)?;
+        csock.add_addr4(eth.index, att.ipv4, att.prefix_len)?;
+        if default_route && !net.internal {
+            csock.add_default_route4(att.gateway, eth.index)?;
+        }
+        Ok(())
+    }
+
+    fn teardown(&self, ctx: &Ctx, att: &Attachment) -> Result<()> {
+        ctx.host
+            .delete_link_by_name(att.host_interface.as_str())
+            .map(|_| ())
+    }
+}

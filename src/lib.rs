@@ -1,0 +1,20 @@
+//! nethook: container networking for OCI runtimes, as runtime hooks.
+//!
+//! Data flow (DESIGN.md section 1): `oci` turns the hook's stdin and the bundle into a request;
+//! `ops::attach` runs the transaction: `ipam` leases and the `state` record first, then the
+//! `driver` makes links through `netlink::route`, `firewall` adds nftables elements through
+//! `netlink::nft`, `rootfs` writes the container's /etc files. `ops::detach` undoes it by id.
+
+pub mod cli;
+pub mod config;
+pub mod driver;
+pub mod error;
+pub mod firewall;
+pub mod ipam;
+pub mod names;
+pub mod netlink;
+pub mod netns;
+pub mod oci;
+pub mod ops;
+pub mod rootfs;
+pub mod state;

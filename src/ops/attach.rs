@@ -1,0 +1,254 @@
+//! The attach transaction (DESIGN.md section 1): addresses and the endpoint record first, then
+//! links, firewall elements and files; any failure undoes everything done so far, in reverse.
+
+use crate::config::Network;
+use crate::driver::{self, Ctx, Made};
+use crate::error::{Error, ErrorList, Result};
+use crate::firewall::{Change, Firewall};
+use crate::ipam::{self, FileLeases};
+use crate::names::{host_ifname, ContainerId, IfName, Mac, NetworkName};
+use crate::netns::Netns;
+use crate::oci::Wants;
+use crate::rootfs::{self, EtcFiles, Target};
+use crate::state::endpoint::{self, Attachment, Endpoint, EpState};
+use crate::state::{Dirs, Lock};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// Where the container's /etc files go.
+#[derive(Debug, Clone)]
+pub struct FilesPlan {
+    pub hosts: Target,
+    pub hostname: Target,
+    pub resolv: Target,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttachRequest {
+    pub id: ContainerId,
+    pub netns: PathBuf,
+    pub hostname: String,
+    pub wants: Wants,
+    /// Name of the first interface inside the namespace (eth0 unless given).
+    pub ifname: Option<IfName>,
+    pub files: Option<FilesPlan>,
+    pub source: &'static str,
+}
+
+/// Things done so far, undone in reverse on failure.
+enum Undo {
+    Lease(NetworkName, Ipv4Addr),
+    Record,
+    Links(Vec<Made>),
+    Masq(Vec<Ipv4Addr>),
+}
+
+pub fn attach(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
+    if !req.wants.publish.is_empty() {
+        return Err(Error::invalid(
+            format!("publish {}", req.wants.publish.join(",")),
+            "port publishing is not implemented yet",
+            "leave out nethook.publish / --publish for now",
+        ));
+    }
+    let ctr = Lock::acquire(&dirs.container_lock(&req.id))?;
+    let r = attach_locked(dirs, req);
+    // No record left (failed and rolled back): the lock file goes too, nothing piles up.
+    if r.is_err() && endpoint::load(dirs, &req.id).ok().flatten().is_none() {
+        ctr.release_and_remove();
+    }
+    r
+}
+
+fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
+    if let Some(old) = endpoint::load(dirs, &req.id)? {
+        let half_made = old.state != EpState::Ready && !super::pid_alive(old.pid);
+        if !half_made {
+            return Err(Error::invalid(
+                format!("container {}", req.id),
+                format!("already has an endpoint ({})", old.state),
+                format!("run 'nethook detach {}' first", req.id),
+            ));
+        }
+        // A crashed earlier attach of the same id: clear it before starting again.
+        super::detach::detach_locked(dirs, &old, None, super::detach::LinkCleanup::Wait)?;
+    }
+    // Everything that can be checked without changing anything, first.
+    let ns = Netns::open(&req.netns)?;
+    let netns_id = ns.id()?;
+    let ctx = Ctx::open(Some(ns))?;
+    let mut nets = Vec::new();
+    for name in &req.wants.networks {
+        nets.push(super::network::load_or_default(dirs, name, &ctx.host)?);
+    }
+    let first_if = match &req.ifname {
+        Some(i) => i.clone(),
+        None => IfName::new("eth0")?,
+    };
+
+    let mut undo: Vec<Undo> = Vec::new();
+    let result = run(dirs, req, &ctx, &nets, &first_if, netns_id, &mut undo);
+    match result {
+        Ok(ep) => Ok(ep),
+        Err(e) => {
+            let errs = rollback(dirs, &req.id, &ctx, undo);
+            if errs.0.is_empty() {
+                Err(e)
+            } else {
+                let mut all = ErrorList(vec![e]);
+                all.0.extend(errs.0);
+                Err(Error::List(all))
+            }
+        }
+    }
+}
+
+fn run(
+    dirs: &Dirs,
+    req: &AttachRequest,
+    ctx: &Ctx,
+    nets: &[Network],
+    first_if: &IfName,
+    netns_id: crate::state::endpoint::NetnsId,
+    undo: &mut Vec<Undo>,
+) -> Result<Endpoint> {
+    // 1. Addresses, under each network's lock, and the record: intent before any kernel change.
+    let mut atts = Vec::new();
+    for (i, net) in nets.iter().enumerate() {
+        let ip = {
+            let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
+            let mut leases = FileLeases::open(dirs, &net.name)?;
+            ipam::allocate(
+                &mut leases,
+                net,
+                &req.id,
+                req.wants.ips.get(&net.name).copied(),
+            )?
+        };
+        undo.push(Undo::Lease(net.name.clone(), ip));
+        let interface = if i == 0 {
+            first_if.clone()
+        } else {
+            IfName::new(&format!("eth{i}"))?
+        };
+        let mac = match (i, req.wants.mac) {
+            (0, Some(m)) => m,
+            _ => Mac::from_ipv4(ip),
+        };
+        let s = net.subnet4();
+        atts.push(Attachment {
+            network: net.name.clone(),
+            interface,
+            host_interface: host_ifname(&net.name, &req.id),
+            ipv4: ip,
+            prefix_len: s.subnet.prefix_len(),
+            gateway: s.gateway,
+            mac,
+            masquerade: net.masquerade,
+        });
+    }
+    let mut ep = Endpoint {
+        id: req.id.clone(),
+        state: EpState::Creating,
+        pid: std::process::id(),
+        netns: req.netns.display().to_string(),
+        netns_id: Some(netns_id),
+        hostname: req.hostname.clone(),
+        aliases: req.wants.aliases.clone(),
+        files: Vec::new(),
+        source: req.source.to_string(),
+        attachments: atts,
+        created: super::now(),
+    };
+    endpoint::save(dirs, &ep)?;
+    undo.push(Undo::Record);
+
+    // 2. Links.
+    let mut bridges_made = Vec::new();
+    for (i, (net, att)) in nets.iter().zip(&ep.attachments).enumerate() {
+        {
+            let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
+            let (_, created) = driver::bridge::ensure_bridge(&ctx.host, net)?;
+            if created {
+                bridges_made.push(net);
+            }
+        }
+        let mut made = Vec::new();
+        let r = driver::for_network(net).setup(ctx, net, att, i == 0, &mut made);
+        undo.push(Undo::Links(made));
+        r?;
+    }
+
+    // 3. Firewall: one batch of element adds.
+    let mut fw = Firewall::open()?;
+    super::firewall_sync::ensure_table(dirs, &mut fw)?;
+    let mut changes = Vec::new();
+    for net in bridges_made {
+        changes.extend(super::firewall_sync::network_changes(net));
+    }
+    let masq: Vec<Ipv4Addr> = ep
+        .attachments
+        .iter()
+        .filter(|a| a.masquerade)
+        .map(|a| a.ipv4)
+        .collect();
+    changes.extend(masq.iter().map(|ip| Change::AddMasq4(*ip)));
+    fw.apply(&changes)?;
+    undo.push(Undo::Masq(masq));
+
+    // 4. Files in the container.
+    if let Some(plan) = &req.files {
+        let (nameservers, search, options) = rootfs::host_resolvers();
+        let files = EtcFiles {
+            hostname: req.hostname.clone(),
+            aliases: req.wants.aliases.clone(),
+            addrs: ep.attachments.iter().map(|a| a.ipv4).collect(),
+            nameservers,
+            search,
+            options,
+        };
+        rootfs::write(&plan.hosts, &files.hosts())?;
+        rootfs::write(&plan.hostname, &files.hostname_file())?;
+        rootfs::write(&plan.resolv, &files.resolv_conf())?;
+        ep.files = vec![
+            plan.hosts.host_path(),
+            plan.hostname.host_path(),
+            plan.resolv.host_path(),
+        ];
+    }
+
+    // 5. Done.
+    ep.state = EpState::Ready;
+    endpoint::save(dirs, &ep)?;
+    Ok(ep)
+}
+
+fn rollback(dirs: &Dirs, id: &ContainerId, ctx: &Ctx, undo: Vec<Undo>) -> ErrorList {
+    let mut errs = ErrorList::default();
+    for step in undo.into_iter().rev() {
+        match step {
+            Undo::Masq(ips) if !ips.is_empty() => {
+                let changes: Vec<Change> = ips.into_iter().map(Change::ExpireMasq4).collect();
+                errs.note(super::detach::expire(&changes));
+            }
+            Undo::Masq(_) => {}
+            Undo::Links(made) => {
+                for m in made {
+                    match m {
+                        Made::HostLink(name) => {
+                            errs.note(ctx.host.delete_link_by_name(&name));
+                        }
+                    }
+                }
+            }
+            Undo::Record => {
+                errs.note(endpoint::remove(dirs, id));
+            }
+            Undo::Lease(net, ip) => {
+                let _l = Lock::acquire(&dirs.network_lock(&net));
+                errs.note(FileLeases::open(dirs, &net).and_then(|l| l.release(ip, id)));
+            }
+        }
+    }
+    errs
+}

@@ -1,0 +1,230 @@
+//! /etc/hosts, /etc/hostname and /etc/resolv.conf for the container, written inside its rootfs
+//! with every path resolved inside it (pathrs, openat2 RESOLVE_IN_ROOT): a symlink in the rootfs
+//! never makes nethook write outside it. Where config.json bind-mounts one of these files (podman
+//! does), the bind source is what the container sees, so that is what is written.
+
+use crate::error::{Error, Result};
+use pathrs::flags::OpenFlags;
+use pathrs::Root;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// What the container's files say.
+#[derive(Debug, Clone)]
+pub struct EtcFiles {
+    pub hostname: String,
+    pub aliases: Vec<String>,
+    pub addrs: Vec<Ipv4Addr>,
+    pub nameservers: Vec<Ipv4Addr>,
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+}
+
+impl EtcFiles {
+    pub fn hosts(&self) -> String {
+        let mut s = String::from(
+            "# written by nethook\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        );
+        let mut names = vec![self.hostname.clone()];
+        names.extend(self.aliases.iter().cloned());
+        for a in &self.addrs {
+            s.push_str(&format!("{a}\t{}\n", names.join(" ")));
+        }
+        s
+    }
+    pub fn hostname_file(&self) -> String {
+        format!("{}\n", self.hostname)
+    }
+    pub fn resolv_conf(&self) -> String {
+        let mut s = String::from("# written by nethook\n");
+        if self.nameservers.is_empty() {
+            s.push_str("# no upstream name server found on the host\n");
+        }
+        for n in &self.nameservers {
+            s.push_str(&format!("nameserver {n}\n"));
+        }
+        if !self.search.is_empty() {
+            s.push_str(&format!("search {}\n", self.search.join(" ")));
+        }
+        if !self.options.is_empty() {
+            s.push_str(&format!("options {}\n", self.options.join(" ")));
+        }
+        s
+    }
+}
+
+/// Where one file goes: inside the rootfs, or a bind source on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    InRoot { rootfs: PathBuf, path: &'static str },
+    BindSource(PathBuf),
+}
+
+impl Target {
+    /// The host path, for the endpoint record.
+    pub fn host_path(&self) -> PathBuf {
+        match self {
+            Target::InRoot { rootfs, path } => rootfs.join(path.trim_start_matches('/')),
+            Target::BindSource(p) => p.clone(),
+        }
+    }
+}
+
+/// Write `content` to `target`.
+pub fn write(target: &Target, content: &str) -> Result<()> {
+    match target {
+        Target::InRoot { rootfs, path } => write_in_root(rootfs, path, content),
+        Target::BindSource(p) => {
+            // The source is a host path chosen by whoever wrote config.json (root): write it in
+            // place, without following a symlink at the last component.
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags_nofollow()
+                .open(p)
+                .map_err(|e| {
+                    Error::io(
+                        format!("writing bind-mounted {}", p.display()),
+                        e,
+                        "check the mount source in config.json",
+                    )
+                })?;
+            f.write_all(content.as_bytes())
+                .map_err(|e| Error::io(format!("writing {}", p.display()), e, "check the disk"))
+        }
+    }
+}
+
+trait NoFollow {
+    fn custom_flags_nofollow(&mut self) -> &mut Self;
+}
+impl NoFollow for std::fs::OpenOptions {
+    fn custom_flags_nofollow(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_NOFOLLOW)
+    }
+}
+
+fn write_in_root(rootfs: &Path, path: &str, content: &str) -> Result<()> {
+    let ctx = |e: pathrs::error::Error| {
+        Error::invalid(
+            format!("container file {path} in rootfs {}", rootfs.display()),
+            format!("cannot be written safely ({e})"),
+            "check the rootfs: nethook never follows a link out of it",
+        )
+    };
+    let root = Root::open(rootfs).map_err(ctx)?;
+    let rel = path.trim_start_matches('/');
+    if let Some(parent) = Path::new(rel)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        root.mkdir_all(parent, &std::fs::Permissions::from_mode(0o755))
+            .map_err(ctx)?;
+    }
+    let mut f = root
+        .create_file(
+            rel,
+            OpenFlags::O_WRONLY | OpenFlags::O_TRUNC | OpenFlags::O_CLOEXEC,
+            &std::fs::Permissions::from_mode(0o644),
+        )
+        .map_err(ctx)?;
+    f.write_all(content.as_bytes()).map_err(|e| {
+        Error::io(
+            format!("writing {path} in {}", rootfs.display()),
+            e,
+            "check the disk",
+        )
+    })
+}
+
+/// The host's upstream name servers for containers: from /etc/resolv.conf, skipping 127.x stubs
+/// (unreachable from a container); where only stubs are listed, systemd-resolved's real list.
+pub fn host_resolvers() -> (Vec<Ipv4Addr>, Vec<String>, Vec<String>) {
+    let parse = |text: &str| {
+        let mut ns = Vec::new();
+        let mut search = Vec::new();
+        let mut opts = Vec::new();
+        for line in text.lines() {
+            let mut it = line.split_whitespace();
+            match it.next() {
+                Some("nameserver") => {
+                    if let Some(Ok(ip)) = it.next().map(|s| s.parse::<Ipv4Addr>()) {
+                        if !ip.is_loopback() && ns.len() < 3 {
+                            ns.push(ip);
+                        }
+                    }
+                }
+                Some("search") | Some("domain") => search = it.map(String::from).collect(),
+                Some("options") => opts = it.map(String::from).collect(),
+                _ => {}
+            }
+        }
+        (ns, search, opts)
+    };
+    let main = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let (ns, search, opts) = parse(&main);
+    if ns.is_empty() {
+        if let Ok(real) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+            let (ns2, _, _) = parse(&real);
+            return (ns2, search, opts);
+        }
+    }
+    (ns, search, opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> EtcFiles {
+        EtcFiles {
+            hostname: "web".into(),
+            aliases: vec!["w".into()],
+            addrs: vec!["10.89.0.2".parse().unwrap()],
+            nameservers: vec!["192.0.2.53".parse().unwrap()],
+            search: vec![],
+            options: vec![],
+        }
+    }
+
+    #[test]
+    fn contents() {
+        let f = files();
+        assert!(f.hosts().contains("10.89.0.2\tweb w\n"));
+        assert!(f.hosts().contains("127.0.0.1\tlocalhost"));
+        assert_eq!(f.hostname_file(), "web\n");
+        assert!(f.resolv_conf().contains("nameserver 192.0.2.53\n"));
+    }
+
+    #[test]
+    fn writes_stay_in_the_rootfs() {
+        let base = std::env::temp_dir().join(format!("nethook-rootfs-{}", std::process::id()));
+        let rootfs = base.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        let outside = base.join("outside");
+        std::fs::write(&outside, "secret").unwrap();
+        // An absolute symlink resolves inside the root, not to the host file.
+        std::os::unix::fs::symlink(&outside, rootfs.join("etc/hosts")).unwrap();
+        let t = Target::InRoot {
+            rootfs: rootfs.clone(),
+            path: "/etc/hosts",
+        };
+        let _ = write(&t, "x\n");
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "secret");
+        // A plain write lands where it should.
+        let t = Target::InRoot {
+            rootfs: rootfs.clone(),
+            path: "/etc/hostname",
+        };
+        write(&t, "web\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("etc/hostname")).unwrap(),
+            "web\n"
+        );
+        std::fs::remove_dir_all(base).unwrap();
+    }
+}
