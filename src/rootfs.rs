@@ -1,14 +1,13 @@
 //! /etc/hosts, /etc/hostname and /etc/resolv.conf for the container, written inside its rootfs
-//! with every path resolved inside it (pathrs, openat2 RESOLVE_IN_ROOT): a symlink in the rootfs
+//! with every path resolved inside it (openat2 RESOLVE_IN_ROOT): a symlink in the rootfs
 //! never makes nethook write outside it. Where config.json bind-mounts one of these files (podman
 //! does), the bind source is what the container sees, so that is what is written.
 
 use crate::error::{Error, Result};
-use pathrs::flags::OpenFlags;
-use pathrs::Root;
+use std::ffi::CString;
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// What the container's files say.
@@ -108,37 +107,92 @@ impl NoFollow for std::fs::OpenOptions {
     }
 }
 
-fn write_in_root(rootfs: &Path, path: &str, content: &str) -> Result<()> {
-    let ctx = |e: pathrs::error::Error| {
-        Error::invalid(
-            format!("container file {path} in rootfs {}", rootfs.display()),
-            format!("cannot be written safely ({e})"),
-            "check the rootfs: nethook never follows a link out of it",
+/// `openat2(2)` with `RESOLVE_IN_ROOT`: every component, `..` and absolute symlinks included,
+/// is resolved as if `dirfd` were `/`, so nothing outside the rootfs can be reached. One syscall
+/// per file, where a userspace resolver costs dozens.
+fn openat2_in_root(
+    dirfd: BorrowedFd<'_>,
+    path: &str,
+    flags: i32,
+    mode: u32,
+) -> std::io::Result<OwnedFd> {
+    let c = CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = mode as u64;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    // SAFETY: valid fd, NUL-terminated path, a properly sized open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
         )
     };
-    let root = Root::open(rootfs).map_err(ctx)?;
-    let rel = path.trim_start_matches('/');
-    if let Some(parent) = Path::new(rel)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-    {
-        root.mkdir_all(parent, &std::fs::Permissions::from_mode(0o755))
-            .map_err(ctx)?;
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    let mut f = root
-        .create_file(
-            rel,
-            OpenFlags::O_WRONLY | OpenFlags::O_TRUNC | OpenFlags::O_CLOEXEC,
-            &std::fs::Permissions::from_mode(0o644),
-        )
-        .map_err(ctx)?;
-    f.write_all(content.as_bytes()).map_err(|e| {
-        Error::io(
-            format!("writing {path} in {}", rootfs.display()),
-            e,
-            "check the disk",
-        )
-    })
+    // SAFETY: the kernel just gave us this fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+fn write_in_root(rootfs: &Path, path: &str, content: &str) -> Result<()> {
+    let what = || format!("container file {path} in rootfs {}", rootfs.display());
+    let root: OwnedFd = std::fs::File::open(rootfs)
+        .map_err(|e| {
+            Error::io(
+                format!("rootfs {}", rootfs.display()),
+                e,
+                "check root.path in config.json",
+            )
+        })?
+        .into();
+    let rel = path.trim_start_matches('/');
+    let (dir, _) = rel.rsplit_once('/').unwrap_or(("", rel));
+    if !dir.is_empty() {
+        // Make the directory (only a top-level one like /etc is ever needed) if it is missing.
+        if let Err(e) = openat2_in_root(root.as_fd(), dir, libc::O_PATH | libc::O_DIRECTORY, 0) {
+            if e.kind() != std::io::ErrorKind::NotFound || dir.contains('/') {
+                return Err(Error::io(what(), e, "check the rootfs"));
+            }
+            let c = CString::new(dir).expect("no NUL in a constant path");
+            // SAFETY: valid fd and path.
+            if unsafe { libc::mkdirat(root.as_raw_fd(), c.as_ptr(), 0o755) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::AlreadyExists {
+                    return Err(Error::io(what(), e, "check the rootfs"));
+                }
+            }
+        }
+    }
+    // O_NOFOLLOW: a symlink as the file itself is refused rather than written through, even
+    // though RESOLVE_IN_ROOT would keep it inside the rootfs (it could still name a file of the
+    // container's own that must not be overwritten, like /etc/shadow).
+    let fd = openat2_in_root(
+        root.as_fd(),
+        rel,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
+        0o644,
+    )
+    .map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            Error::invalid(
+                what(),
+                "is a symbolic link",
+                "nethook never writes through a link: replace it with a regular file",
+            )
+        } else {
+            Error::io(what(), e, "check the rootfs")
+        }
+    })?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(content.as_bytes())
+        .map_err(|e| Error::io(what(), e, "check the disk"))
 }
 
 /// The host's upstream name servers for containers: from /etc/resolv.conf, skipping 127.x stubs

@@ -81,14 +81,23 @@ impl Driver for Bridge {
             // Routed traffic out of the bridge needs forwarding in the host namespace.
             ensure_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
         }
-        ctx.host.create_veth(&VethSpec {
+        let spec = VethSpec {
             host_name: &att.host_interface,
             controller: bridge.index,
             peer_name: &att.interface,
             peer_netns: ns.fd(),
             peer_mac: att.mac,
             mtu: net.mtu,
-        })?;
+        };
+        if let Err(e) = ctx.host.create_veth(&spec) {
+            // The host-side name is derived from (network, id) and the caller holds the
+            // container's lock with no record: a link of that name is the previous run of the
+            // same id, still going away with its namespace. Remove it and try once more.
+            if !ctx.host.delete_link_by_name(att.host_interface.as_str())? {
+                return Err(e);
+            }
+            ctx.host.create_veth(&spec)?;
+        }
         made.push(Made::HostLink(att.host_interface.to_string()));
 
         // Inside the container: lo up, the address, the default route.
