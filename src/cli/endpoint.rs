@@ -207,3 +207,42 @@ pub fn ps(dirs: &Dirs, format: Format, c: &PsCmd) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+pub fn check(dirs: &Dirs, format: Format, id: Option<&str>) -> anyhow::Result<()> {
+    let found = crate::ops::health::check(dirs, id)?;
+    match format {
+        Format::Json => output::json(&found),
+        Format::Table => {
+            for f in &found {
+                println!("{}: {}", f.id, f.problem);
+            }
+        }
+    }
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("check: {} problem(s) found; run 'nethook gc' for gone containers, 'nethook restore' for the rest", found.len()))
+    }
+}
+
+pub fn gc(dirs: &Dirs, format: Format, dry_run: bool) -> anyhow::Result<()> {
+    let found = crate::ops::health::gc(dirs, dry_run)?;
+    match format {
+        Format::Json => output::json(&found),
+        Format::Table => {
+            for f in &found {
+                println!(
+                    "{}{}: {}",
+                    if dry_run {
+                        "would release "
+                    } else {
+                        "released "
+                    },
+                    f.id,
+                    f.problem
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -52,6 +52,15 @@ pub enum Command {
     Detach(endpoint::DetachCmd),
     /// List endpoints.
     Ps(endpoint::PsCmd),
+    /// Compare the records with the kernel; exit 1 on drift.
+    Check { id: Option<String> },
+    /// Release everything that belongs to containers that are gone.
+    Gc {
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Re-create bridges and the nftables table after a reboot or a firewall flush.
+    Restore,
     /// Print the version.
     Version,
 }
@@ -66,6 +75,9 @@ pub fn main() -> i32 {
         Command::Attach(c) => endpoint::attach(&dirs, cli.format, c),
         Command::Detach(c) => endpoint::detach(&dirs, c),
         Command::Ps(c) => endpoint::ps(&dirs, cli.format, c),
+        Command::Check { id } => endpoint::check(&dirs, cli.format, id.as_deref()),
+        Command::Gc { dry_run } => endpoint::gc(&dirs, cli.format, *dry_run),
+        Command::Restore => crate::ops::health::restore(&dirs).map_err(Into::into),
         Command::Version => {
             println!("nethook {}", env!("CARGO_PKG_VERSION"));
             Ok(())

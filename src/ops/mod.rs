@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod detach;
 pub mod firewall_sync;
+pub mod health;
 pub mod network;
 
 /// Seconds since the epoch, for records.

@@ -1,0 +1,150 @@
+//! `check`, `gc` and `restore`: the records compared with the kernel, and brought back in line.
+
+use crate::config;
+use crate::driver::bridge::ensure_bridge;
+use crate::error::Result;
+use crate::firewall::Firewall;
+use crate::ipam::FileLeases;
+use crate::netlink::route::RouteSocket;
+use crate::state::endpoint::{self, Endpoint, EpState};
+use crate::state::{Dirs, Lock};
+
+/// What is wrong with one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub id: String,
+    pub problem: String,
+    /// True when `gc` would release the endpoint.
+    pub collectable: bool,
+}
+
+/// Look at every endpoint (or one) against the kernel and the lease files; changes nothing.
+pub fn check(dirs: &Dirs, only: Option<&str>) -> Result<Vec<Finding>> {
+    let host = RouteSocket::open()?;
+    let mut out = Vec::new();
+    for ep in endpoint::list(dirs)? {
+        if only.is_some_and(|o| o != ep.id.as_str()) {
+            continue;
+        }
+        out.extend(check_one(dirs, &host, &ep)?);
+    }
+    Ok(out)
+}
+
+fn check_one(dirs: &Dirs, host: &RouteSocket, ep: &Endpoint) -> Result<Vec<Finding>> {
+    let mut f = Vec::new();
+    let mut push = |problem: String, collectable: bool| {
+        f.push(Finding {
+            id: ep.id.to_string(),
+            problem,
+            collectable,
+        })
+    };
+    if ep.state != EpState::Ready && !super::pid_alive(ep.pid) {
+        push(
+            format!(
+                "half-made: state {} and its nethook process {} is gone",
+                ep.state, ep.pid
+            ),
+            true,
+        );
+        return Ok(f);
+    }
+    for a in &ep.attachments {
+        match host.link_by_name(a.host_interface.as_str())? {
+            None => push(
+                format!(
+                    "host link {} of network {} is gone (container gone)",
+                    a.host_interface, a.network
+                ),
+                true,
+            ),
+            Some(l) => {
+                if !l.up {
+                    push(format!("host link {} is down", a.host_interface), false);
+                }
+                let bridge = config::load(dirs, &a.network)?
+                    .and_then(|n| host.link_by_name(n.bridge.as_str()).ok().flatten());
+                match bridge {
+                    None => push(
+                        format!(
+                            "bridge of network {} is missing; run 'nethook restore'",
+                            a.network
+                        ),
+                        false,
+                    ),
+                    Some(b) if l.controller != Some(b.index) => push(
+                        format!(
+                            "host link {} is not on the bridge of network {}",
+                            a.host_interface, a.network
+                        ),
+                        false,
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        let leases = FileLeases::open(dirs, &a.network)?.list()?;
+        if !leases
+            .iter()
+            .any(|(ip, id)| *ip == a.ipv4 && id == ep.id.as_str())
+        {
+            push(
+                format!("lease of {} on network {} is missing", a.ipv4, a.network),
+                false,
+            );
+        }
+    }
+    Ok(f)
+}
+
+/// Release every endpoint `check` calls collectable. Returns what was (or, dry, would be) released.
+pub fn gc(dirs: &Dirs, dry_run: bool) -> Result<Vec<Finding>> {
+    let found: Vec<Finding> = check(dirs, None)?
+        .into_iter()
+        .filter(|f| f.collectable)
+        .collect();
+    if !dry_run {
+        let mut seen = std::collections::BTreeSet::new();
+        for f in &found {
+            if seen.insert(f.id.clone()) {
+                let id = crate::names::ContainerId::new(&f.id)?;
+                super::detach::detach(dirs, &id, None, super::detach::LinkCleanup::Wait)?;
+            }
+        }
+        // Leases whose holder has no record (a crash between lease and record).
+        for net in config::list(dirs)? {
+            let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
+            let leases = FileLeases::open(dirs, &net.name)?;
+            for (ip, holder) in leases.list()? {
+                let Ok(id) = crate::names::ContainerId::new(&holder) else {
+                    continue;
+                };
+                if endpoint::load(dirs, &id)?.is_none() {
+                    leases.release(ip, &id)?;
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Re-create what a reboot or a firewall flush took: bridges of networks in use, the nftables
+/// table and every element the records call for.
+pub fn restore(dirs: &Dirs) -> Result<()> {
+    let host = RouteSocket::open()?;
+    let eps = endpoint::list(dirs)?;
+    for net in config::list(dirs)? {
+        if eps
+            .iter()
+            .any(|e| e.attachments.iter().any(|a| a.network == net.name))
+        {
+            let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
+            ensure_bridge(&host, &net)?;
+        }
+    }
+    let mut fw = Firewall::open()?;
+    let _l = Lock::acquire(&dirs.firewall_lock())?;
+    fw.ensure_base()?;
+    super::firewall_sync::resync(dirs, &mut fw)
+}
