@@ -59,6 +59,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Kernel features, forwarding, conflicting firewalls: what blocks networking and what to do.
+    Doctor,
     /// Re-create bridges and the nftables table after a reboot or a firewall flush.
     Restore,
     /// Print the version.
@@ -77,6 +79,7 @@ pub fn main() -> i32 {
         Command::Ps(c) => endpoint::ps(&dirs, cli.format, c),
         Command::Check { id } => endpoint::check(&dirs, cli.format, id.as_deref()),
         Command::Gc { dry_run } => endpoint::gc(&dirs, cli.format, *dry_run),
+        Command::Doctor => doctor(&dirs, cli.format),
         Command::Restore => crate::ops::health::restore(&dirs).map_err(Into::into),
         Command::Version => {
             println!("nethook {}", env!("CARGO_PKG_VERSION"));
@@ -92,4 +95,27 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+fn doctor(dirs: &Dirs, format: Format) -> anyhow::Result<()> {
+    use crate::ops::doctor::{run, Level};
+    let items = run(dirs);
+    match format {
+        Format::Json => output::json(&items),
+        Format::Table => {
+            for i in &items {
+                let tag = match i.level {
+                    Level::Ok => "ok  ",
+                    Level::Warn => "warn",
+                    Level::Fail => "FAIL",
+                };
+                println!("{tag}  {:<14} {}", i.check, i.detail);
+            }
+        }
+    }
+    let fails = items.iter().filter(|i| i.level == Level::Fail).count();
+    if fails > 0 {
+        anyhow::bail!("doctor: {fails} check(s) failed; fix what is marked FAIL")
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod detach;
+pub mod doctor;
 pub mod firewall_sync;
 pub mod health;
 pub mod network;
