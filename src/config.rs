@@ -282,6 +282,9 @@ impl NetworkSpec {
             let (k, v) = parse_kv("option", o)?;
             options.insert(k, v);
         }
+        if let Some(s) = options.get(OPT_ALLOW_HOST_PORTS) {
+            parse_host_ports(s)?;
+        }
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -309,7 +312,55 @@ impl NetworkSpec {
     }
 }
 
+/// Parse `allow_host_ports`: a comma list of `PORT[/tcp|udp|sctp]` (tcp by default).
+pub fn parse_host_ports(s: &str) -> Result<Vec<(crate::firewall::L4, u16)>> {
+    use crate::firewall::L4;
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (port, proto) = match part.split_once('/') {
+            Some((p, "tcp")) => (p, L4::Tcp),
+            Some((p, "udp")) => (p, L4::Udp),
+            Some((p, "sctp")) => (p, L4::Sctp),
+            Some((_, other)) => {
+                return Err(Error::invalid(
+                    format!("allow_host_ports {s:?}"),
+                    format!("unknown protocol {other:?}"),
+                    "use tcp, udp or sctp",
+                ))
+            }
+            None => (part, L4::Tcp),
+        };
+        let n: u16 = port.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+            Error::invalid(
+                format!("allow_host_ports {s:?}"),
+                format!("{port:?} is not a port"),
+                "write it like 22,8080/udp",
+            )
+        })?;
+        out.push((proto, n));
+    }
+    Ok(out)
+}
+
+/// The option naming host services containers of a network may reach on the bridge address.
+pub const OPT_ALLOW_HOST_PORTS: &str = "allow_host_ports";
+
 impl Network {
+    /// Host services a container may reach on its gateway: DNS when on, plus the admin's list.
+    pub fn host_ports(&self) -> Vec<(crate::firewall::L4, u16)> {
+        use crate::firewall::L4;
+        let mut v = Vec::new();
+        if self.dns {
+            v.push((L4::Udp, 53));
+            v.push((L4::Tcp, 53));
+        }
+        if let Some(s) = self.options.get(OPT_ALLOW_HOST_PORTS) {
+            // Validated at create time.
+            v.extend(parse_host_ports(s).unwrap_or_default());
+        }
+        v
+    }
+
     pub fn subnet4(&self) -> &Subnet4 {
         // Validation guarantees exactly one subnet; a hand-edited file without one is refused
         // at load time.

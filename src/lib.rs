@@ -16,5 +16,6 @@ pub mod netlink;
 pub mod netns;
 pub mod oci;
 pub mod ops;
+pub mod publish;
 pub mod rootfs;
 pub mod state;

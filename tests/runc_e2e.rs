@@ -178,11 +178,26 @@ fn container_reaches_the_gateway() {
         return;
     }
     let sb = Sandbox::new("gw");
+    // Host services on the gateway are closed to containers except what the admin allows.
+    sb.nethook(&[
+        "network",
+        "create",
+        "nethook",
+        "--subnet",
+        "10.89.0.0/16",
+        "--bridge",
+        "nethook0",
+        "--opt",
+        "allow_host_ports=7001",
+    ])
+    .ok();
     sb.serve_in(&sb.path(), 7001, "hello-from-the-host");
+    sb.serve_in(&sb.path(), 7002, "not-allowed");
     let b = sb.bundle(
         "gw",
         "gw=$(ip route | awk '/^default/ {print $3}'); echo \"== gw\"; echo $gw; \
-         echo '== reply'; timeout 5 nc $gw 7001 </dev/null; echo '== end'",
+         echo '== reply'; timeout 5 nc $gw 7001 </dev/null; \
+         echo '== closed'; timeout 2 nc $gw 7002 </dev/null; echo '== end'",
     );
     let r = sb.runc_run(&b).ok();
     let s = sections(&r.stdout);
@@ -193,6 +208,11 @@ fn container_reaches_the_gateway() {
         "no TCP answer from the gateway: {}\n{}",
         r.stdout,
         r.stderr
+    );
+    assert_eq!(
+        s["closed"].trim(),
+        "",
+        "a host port not in allow_host_ports answered"
     );
 }
 

@@ -152,7 +152,11 @@ fn ps_rows(eps: &[endpoint::Endpoint]) -> Vec<PsRow> {
                 ipv4: vec![format!("{}/{}", a.ipv4, a.prefix_len)],
                 ipv6: vec![],
                 mac: a.mac.to_string(),
-                ports: vec![],
+                ports: if a.ipv4 == e.attachments[0].ipv4 {
+                    e.ports.iter().map(|p| p.to_string()).collect()
+                } else {
+                    vec![]
+                },
                 netns: e.netns.clone(),
                 state: e.state.to_string(),
                 hostname: e.hostname.clone(),
@@ -242,6 +246,66 @@ pub fn gc(dirs: &Dirs, format: Format, dry_run: bool) -> anyhow::Result<()> {
                     f.problem
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum PortCmd {
+    /// List published ports, of one endpoint or all.
+    #[command(alias = "list")]
+    Ls { id: Option<String> },
+}
+
+/// One `port ls` row, in the JSON shape DESIGN.md section 9 fixes.
+#[derive(serde::Serialize)]
+struct PortRow {
+    id: String,
+    host_ip: String,
+    host_port: u16,
+    container_ip: String,
+    container_port: u16,
+    protocol: String,
+}
+
+pub fn port(dirs: &Dirs, format: Format, c: &PortCmd) -> anyhow::Result<()> {
+    let PortCmd::Ls { id } = c;
+    let id = id.as_deref().map(ContainerId::new).transpose()?;
+    let mut rows = Vec::new();
+    for e in endpoint::list(dirs)? {
+        if id.as_ref().is_some_and(|i| *i != e.id) {
+            continue;
+        }
+        for p in &e.ports {
+            rows.push(PortRow {
+                id: e.id.to_string(),
+                host_ip: p
+                    .host_ip
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "0.0.0.0".into()),
+                host_port: p.host_port,
+                container_ip: p.container_ip.to_string(),
+                container_port: p.container_port,
+                protocol: p.protocol.name().to_string(),
+            });
+        }
+    }
+    match format {
+        Format::Json => output::json(&rows),
+        Format::Table => {
+            let t: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.protocol.clone(),
+                        format!("{}:{}", r.host_ip, r.host_port),
+                        format!("{}:{}", r.container_ip, r.container_port),
+                    ]
+                })
+                .collect();
+            output::table(&["ID", "PROTO", "HOST", "CONTAINER"], &t);
         }
     }
     Ok(())

@@ -52,6 +52,9 @@ pub enum Command {
     Detach(endpoint::DetachCmd),
     /// List endpoints.
     Ps(endpoint::PsCmd),
+    /// Published ports.
+    #[command(subcommand)]
+    Port(endpoint::PortCmd),
     /// Compare the records with the kernel; exit 1 on drift.
     Check { id: Option<String> },
     /// Release everything that belongs to containers that are gone.
@@ -77,6 +80,7 @@ pub fn main() -> i32 {
         Command::Attach(c) => endpoint::attach(&dirs, cli.format, c),
         Command::Detach(c) => endpoint::detach(&dirs, c),
         Command::Ps(c) => endpoint::ps(&dirs, cli.format, c),
+        Command::Port(c) => endpoint::port(&dirs, cli.format, c),
         Command::Check { id } => endpoint::check(&dirs, cli.format, id.as_deref()),
         Command::Gc { dry_run } => endpoint::gc(&dirs, cli.format, *dry_run),
         Command::Doctor => doctor(&dirs, cli.format),

@@ -54,6 +54,27 @@ pub fn ensure_bridge(host: &RouteSocket, net: &Network) -> Result<(u32, bool)> {
     Ok((l.index, true))
 }
 
+/// What a container with published ports needs beyond its link: hairpin on its bridge port (it
+/// may reach itself through the host's address) and route_localnet on the bridge (127.0.0.1 on
+/// the host forwards to it), each set only where a port is published.
+pub fn prepare_publish(ctx: &Ctx, net: &Network, att: &Attachment) -> Result<()> {
+    let port = ctx
+        .host
+        .link_by_name(att.host_interface.as_str())?
+        .ok_or_else(|| {
+            Error::kernel(
+                format!("host link {}", att.host_interface),
+                "vanished during setup",
+                "retry",
+            )
+        })?;
+    ctx.host.set_hairpin(port.index, true)?;
+    ensure_sysctl(
+        &format!("/proc/sys/net/ipv4/conf/{}/route_localnet", net.bridge),
+        "1",
+    )
+}
+
 impl Driver for Bridge {
     fn setup(
         &self,

@@ -473,6 +473,8 @@ pub struct Table {
     pub name: String,
     /// NFT_TABLE_F_* (0: an ordinary table that outlives the process).
     pub flags: u32,
+    /// NFTA_TABLE_USERDATA (empty: none), see `table_comment_userdata`.
+    pub userdata: Vec<u8>,
 }
 
 impl Table {
@@ -481,8 +483,54 @@ impl Table {
             family,
             name: name.to_string(),
             flags: 0,
+            userdata: Vec::new(),
         }
     }
+
+    pub fn userdata(mut self, userdata: Vec<u8>) -> Self {
+        self.userdata = userdata;
+        self
+    }
+}
+
+/// libnftnl's NFTNL_UDATA_TABLE_COMMENT TLV (type 0, length u8, the text
+/// with its NUL), as nft writes `comment "..."` into NFTA_TABLE_USERDATA.
+/// Longer comments are cut at 253 bytes (the kernel keeps at most 256 bytes
+/// of userdata; nft itself allows 128).
+pub fn table_comment_userdata(comment: &str) -> Vec<u8> {
+    let text = &comment.as_bytes()[..comment.len().min(253)];
+    let mut out = Vec::with_capacity(text.len() + 3);
+    out.push(0);
+    out.push((text.len() + 1) as u8);
+    out.extend_from_slice(text);
+    out.push(0);
+    out
+}
+
+/// The comment in a table's userdata (what nft shows as `comment "..."`).
+pub fn table_comment(userdata: &[u8]) -> Option<String> {
+    let mut at = 0;
+    while at + 2 <= userdata.len() {
+        let (kind, len) = (userdata[at], userdata[at + 1] as usize);
+        let value = userdata.get(at + 2..at + 2 + len)?;
+        if kind == 0 {
+            let text = value.split(|b| *b == 0).next().unwrap_or_default();
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        at += 2 + len;
+    }
+    None
+}
+
+/// What GETTABLE says about an existing table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableInfo {
+    /// The kernel's handle: a later table of the same name has another one.
+    pub handle: u64,
+    pub flags: u32,
+    /// Number of chains (NFTA_TABLE_USE).
+    pub chains: u32,
+    pub userdata: Vec<u8>,
 }
 
 /// Netfilter hooks of the ip/ip6/inet families (NF_INET_*).
@@ -1086,10 +1134,11 @@ impl Expr {
                 result,
                 dreg,
             } => {
-                // NFTA_FIB_DREG = 1, RESULT = 2, FLAGS = 3
+                // NFTA_FIB_DREG = 1, RESULT = 2, FLAGS = 3, in libnftnl's
+                // order (flags, result, dreg).
                 Self::other(
                     "fib",
-                    vec![reg_nla(1, *dreg), u32_nla(2, *result), u32_nla(3, *flags)],
+                    vec![u32_nla(3, *flags), u32_nla(2, *result), reg_nla(1, *dreg)],
                 )
             }
             Expr::Counter => Self::other("counter", Vec::new()),
@@ -1199,10 +1248,13 @@ impl Batch {
     pub fn add_table(&mut self, table: &Table, mode: Mode) -> Result<(), NftError> {
         let what = format!("creating table {} {}", table.family.name(), table.name);
         check_name(&what, &table.name)?;
-        let attributes = vec![
+        let mut attributes = vec![
             TableAttribute::Name(table.name.clone()),
             TableAttribute::Flags(TableFlags::from_bits_retain(table.flags)),
         ];
+        if !table.userdata.is_empty() {
+            attributes.push(TableAttribute::UserData(table.userdata.clone()));
+        }
         self.push(
             table.family,
             NfTablesMessage::NewTable(TableMessage { attributes }),
@@ -1217,6 +1269,34 @@ impl Batch {
         let what = format!("deleting table {} {}", family.name(), name);
         check_name(&what, name)?;
         let attributes = vec![TableAttribute::Name(name.to_string())];
+        self.push(
+            family,
+            NfTablesMessage::DeleteTable(TableMessage { attributes }),
+            0,
+            what,
+        );
+        Ok(())
+    }
+
+    /// Deletes the table with this handle (ENOENT if that one is gone, even
+    /// when another table of the same name exists now): the safe way to
+    /// replace a table someone else may be replacing at the same time.
+    pub fn delete_table_handle(
+        &mut self,
+        family: Family,
+        name: &str,
+        handle: u64,
+    ) -> Result<(), NftError> {
+        let what = format!(
+            "deleting table {} {} (handle {handle})",
+            family.name(),
+            name
+        );
+        check_name(&what, name)?;
+        let attributes = vec![
+            TableAttribute::Name(name.to_string()),
+            TableAttribute::Handle(handle),
+        ];
         self.push(
             family,
             NfTablesMessage::DeleteTable(TableMessage { attributes }),
@@ -2021,6 +2101,11 @@ impl NftSocket {
 
     /// Whether the table exists: one GETTABLE.
     pub fn table_exists(&mut self, family: Family, name: &str) -> Result<bool, NftError> {
+        Ok(self.get_table(family, name)?.is_some())
+    }
+
+    /// The table's handle, flags and userdata (one GETTABLE); None if absent.
+    pub fn get_table(&mut self, family: Family, name: &str) -> Result<Option<TableInfo>, NftError> {
         let what = format!("looking up table {} {}", family.name(), name);
         check_name(&what, name)?;
         let body = NetfilterMessage::new(
@@ -2029,11 +2114,36 @@ impl NftSocket {
                 attributes: vec![TableAttribute::Name(name.to_string())],
             }),
         );
-        match self.request(body, 0, &what) {
-            Ok(_) => Ok(true),
-            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(e),
+        let parts = match self.request(body, 0, &what) {
+            Ok(parts) => parts,
+            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let malformed = |reason: String| NftError::Malformed {
+            what: what.clone(),
+            reason,
+        };
+        // NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWTABLE
+        let Some((_, payload)) = parts
+            .iter()
+            .find(|(ty, _)| *ty == NFNL_SUBSYS_NFTABLES << 8)
+        else {
+            return Err(malformed("no table in the answer".to_string()));
+        };
+        let attrs = payload
+            .get(NFGENMSG_LEN..)
+            .ok_or_else(|| malformed("message shorter than nfgenmsg".to_string()))?;
+        let mut info = TableInfo::default();
+        for (kind, value) in nlas(attrs).map_err(malformed)? {
+            match kind {
+                2 => info.flags = be_u32(value).map_err(malformed)?,
+                3 => info.chains = be_u32(value).map_err(malformed)?,
+                4 => info.handle = be_u64(value).map_err(malformed)?,
+                6 => info.userdata = value.to_vec(),
+                _ => {}
+            }
         }
+        Ok(Some(info))
     }
 
     /// The live elements of a set (the kernel leaves out expired ones).
@@ -2570,7 +2680,79 @@ mod tests {
         );
     }
 
+    #[test]
+    fn table_comment_round_trips() {
+        let u = table_comment_userdata("nethook layout 2");
+        // nft: table inet t { comment "nethook layout 2" } sends this.
+        assert_eq!(u, hex("00116e6574686f6f6b206c61796f7574203200"));
+        assert_eq!(table_comment(&u).as_deref(), Some("nethook layout 2"));
+        // Another TLV first, a truncated one, none.
+        let mut other = vec![5, 2, 9, 9];
+        other.extend_from_slice(&u);
+        assert_eq!(table_comment(&other).as_deref(), Some("nethook layout 2"));
+        assert_eq!(table_comment(&u[..5]), None);
+        assert_eq!(table_comment(&[]), None);
+        let mut b = Batch::new();
+        b.add_table(
+            &Table::new(Family::Inet, "nethook").userdata(u),
+            Mode::Create,
+        )
+        .unwrap();
+        // nft --debug=mnl of: table inet nethook { comment "nethook layout 2" }
+        assert_eq!(
+            payloads(&b)[0],
+            hex("010000000c0001006e6574686f6f6b0008000200000000001700060000116e6574686f6f6b206c61796f757420320000")
+        );
+    }
+
     // ---- root tests, each in its own network namespace ----
+
+    #[test]
+    fn get_table_reads_handle_and_comment_and_delete_by_handle_is_exact() {
+        if skip("get_table_reads_handle_and_comment_and_delete_by_handle_is_exact") {
+            return;
+        }
+        in_netns(|ns| {
+            let mut s = NftSocket::open().unwrap();
+            assert_eq!(s.get_table(Family::Inet, "t").unwrap(), None);
+            let create = |s: &mut NftSocket| {
+                let mut b = Batch::new();
+                b.add_table(
+                    &Table::new(Family::Inet, "t").userdata(table_comment_userdata("hello")),
+                    Mode::Create,
+                )
+                .unwrap();
+                b.add_chain(&Chain::regular(Family::Inet, "t", "c"), Mode::Create)
+                    .unwrap();
+                s.send(&b).unwrap();
+                s.get_table(Family::Inet, "t").unwrap().unwrap()
+            };
+            let first = create(&mut s);
+            assert_eq!(table_comment(&first.userdata).as_deref(), Some("hello"));
+            assert_eq!(first.chains, 1);
+            assert!(ns
+                .nft(&["list", "table", "inet", "t"])
+                .contains("comment \"hello\""));
+            // Replaced in one batch: delete by handle, create again.
+            let mut b = Batch::new();
+            b.delete_table_handle(Family::Inet, "t", first.handle)
+                .unwrap();
+            b.add_table(&Table::new(Family::Inet, "t"), Mode::Create)
+                .unwrap();
+            s.send(&b).unwrap();
+            let second = s.get_table(Family::Inet, "t").unwrap().unwrap();
+            assert_ne!(second.handle, first.handle);
+            assert!(second.userdata.is_empty());
+            // The old handle no longer names a table, though "t" exists.
+            let mut b = Batch::new();
+            b.delete_table_handle(Family::Inet, "t", first.handle)
+                .unwrap();
+            let err = s.send(&b).unwrap_err();
+            assert_eq!(err.errno(), Some(libc::ENOENT));
+            assert_eq!(err.failed_index(), Some(0));
+            assert!(s.table_exists(Family::Inet, "t").unwrap());
+        });
+    }
 
     #[test]
     fn table_exists_and_errors_name_the_failing_message() {

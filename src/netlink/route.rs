@@ -210,7 +210,9 @@ impl RouteSocket {
                 on,
             )]))
             .build();
-        self.run(self.handle.link().set(msg).execute())
+        // Port (slave) data is only applied by RTM_NEWLINK on an existing link; RTM_SETLINK
+        // accepts it and silently ignores it.
+        self.run(self.handle.link().set_port(msg).execute())
             .map_err(|e| kernel(format!("setting hairpin on link {index}"), &e))
     }
 

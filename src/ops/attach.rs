@@ -9,6 +9,7 @@ use crate::ipam::{self, FileLeases};
 use crate::names::{host_ifname, ContainerId, IfName, Mac, NetworkName};
 use crate::netns::Netns;
 use crate::oci::Wants;
+use crate::publish::{self, PortClaims, PublishSpec, Published};
 use crate::rootfs::{self, EtcFiles, Target};
 use crate::state::endpoint::{self, Attachment, Endpoint, EpState};
 use crate::state::{Dirs, Lock};
@@ -38,19 +39,14 @@ pub struct AttachRequest {
 /// Things done so far, undone in reverse on failure.
 enum Undo {
     Lease(NetworkName, Ipv4Addr),
+    Ports(Vec<Published>),
+    Forwards(Vec<Published>),
     Record,
     Links(Vec<Made>),
     Masq(Vec<Ipv4Addr>),
 }
 
 pub fn attach(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
-    if !req.wants.publish.is_empty() {
-        return Err(Error::invalid(
-            format!("publish {}", req.wants.publish.join(",")),
-            "port publishing is not implemented yet",
-            "leave out nethook.publish / --publish for now",
-        ));
-    }
     let ctr = Lock::acquire(&dirs.container_lock(&req.id))?;
     let r = attach_locked(dirs, req);
     // No record left (failed and rolled back): the lock file goes too, nothing piles up.
@@ -74,6 +70,12 @@ fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
         super::detach::detach_locked(dirs, &old, None, super::detach::LinkCleanup::Wait)?;
     }
     // Everything that can be checked without changing anything, first.
+    let specs: Vec<(PublishSpec, &str)> = req
+        .wants
+        .publish
+        .iter()
+        .map(|raw| publish::parse(raw).map(|s| (s, raw.as_str())))
+        .collect::<Result<_>>()?;
     let ns = Netns::open(&req.netns)?;
     let netns_id = ns.id()?;
     let ctx = Ctx::open(Some(ns))?;
@@ -81,13 +83,31 @@ fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
     for name in &req.wants.networks {
         nets.push(super::network::load_or_default(dirs, name, &ctx.host)?);
     }
+    if specs.iter().any(|(s, _)| s.host_ip.is_some()) {
+        let host_addrs: Vec<Ipv4Addr> = ctx.host.addrs4()?.into_iter().map(|a| a.addr).collect();
+        for (s, raw) in &specs {
+            if let Some(ip) = s.host_ip.filter(|ip| !host_addrs.contains(ip)) {
+                return Err(Error::invalid(
+                    format!("publish {raw}"),
+                    format!("host address {ip} is not an address of this host"),
+                    "use one of the host's addresses, or leave it out to publish on all",
+                ));
+            }
+        }
+    }
     let first_if = match &req.ifname {
         Some(i) => i.clone(),
         None => IfName::new("eth0")?,
     };
 
     let mut undo: Vec<Undo> = Vec::new();
-    let result = run(dirs, req, &ctx, &nets, &first_if, netns_id, &mut undo);
+    let plan = Plan {
+        nets: &nets,
+        specs: &specs,
+        first_if: &first_if,
+        netns_id,
+    };
+    let result = run(dirs, req, &ctx, &plan, &mut undo);
     match result {
         Ok(ep) => Ok(ep),
         Err(e) => {
@@ -103,15 +123,27 @@ fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
     }
 }
 
+/// What the checks before the transaction resolved.
+struct Plan<'a> {
+    nets: &'a [Network],
+    specs: &'a [(PublishSpec, &'a str)],
+    first_if: &'a IfName,
+    netns_id: crate::state::endpoint::NetnsId,
+}
+
 fn run(
     dirs: &Dirs,
     req: &AttachRequest,
     ctx: &Ctx,
-    nets: &[Network],
-    first_if: &IfName,
-    netns_id: crate::state::endpoint::NetnsId,
+    plan: &Plan<'_>,
     undo: &mut Vec<Undo>,
 ) -> Result<Endpoint> {
+    let Plan {
+        nets,
+        specs,
+        first_if,
+        netns_id,
+    } = *plan;
     // 1. Addresses, under each network's lock, and the record: intent before any kernel change.
     let mut atts = Vec::new();
     for (i, net) in nets.iter().enumerate() {
@@ -147,6 +179,28 @@ fn run(
             masquerade: net.masquerade,
         });
     }
+    // Host ports, under the ports lock: a clash is refused here, before any kernel change.
+    let mut ports = Vec::new();
+    if !specs.is_empty() {
+        let _l = Lock::acquire(&dirs.ports_lock())?;
+        let claims = PortClaims::open(dirs)?;
+        let target = atts[0].ipv4;
+        for (spec, raw) in specs {
+            let pairs = claims.claim(spec, &req.id, raw)?;
+            let got: Vec<Published> = pairs
+                .into_iter()
+                .map(|(h, c)| Published {
+                    protocol: spec.proto,
+                    host_ip: spec.host_ip,
+                    host_port: h,
+                    container_ip: target,
+                    container_port: c,
+                })
+                .collect();
+            undo.push(Undo::Ports(got.clone()));
+            ports.extend(got);
+        }
+    }
     let mut ep = Endpoint {
         id: req.id.clone(),
         state: EpState::Creating,
@@ -158,6 +212,7 @@ fn run(
         files: Vec::new(),
         source: req.source.to_string(),
         attachments: atts,
+        ports,
         created: super::now(),
     };
     endpoint::save(dirs, &ep)?;
@@ -177,6 +232,9 @@ fn run(
         let r = driver::for_network(net).setup(ctx, net, att, i == 0, &mut made);
         undo.push(Undo::Links(made));
         r?;
+        if i == 0 && !ep.ports.is_empty() {
+            driver::bridge::prepare_publish(ctx, net, att)?;
+        }
     }
 
     // 3. Firewall: one batch of element adds.
@@ -193,8 +251,10 @@ fn run(
         .map(|a| a.ipv4)
         .collect();
     changes.extend(masq.iter().map(|ip| Change::AddMasq4(*ip)));
+    changes.extend(ep.ports.iter().map(|p| Change::AddForward4(p.forward())));
     fw.apply(&changes)?;
     undo.push(Undo::Masq(masq));
+    undo.push(Undo::Forwards(ep.ports.clone()));
 
     // 4. Files in the container.
     if let Some(plan) = &req.files {
@@ -232,6 +292,20 @@ fn rollback(dirs: &Dirs, id: &ContainerId, ctx: &Ctx, undo: Vec<Undo>) -> ErrorL
                 errs.note(super::detach::expire(&changes));
             }
             Undo::Masq(_) => {}
+            Undo::Forwards(ps) if !ps.is_empty() => {
+                let changes: Vec<Change> = ps
+                    .iter()
+                    .map(|p| Change::ExpireForward4(p.forward()))
+                    .collect();
+                errs.note(super::detach::expire(&changes));
+            }
+            Undo::Forwards(_) => {}
+            Undo::Ports(ps) => {
+                let _l = Lock::acquire(&dirs.ports_lock());
+                for p in ps {
+                    errs.note(PortClaims::open(dirs).and_then(|c| c.release(&p, id)));
+                }
+            }
             Undo::Links(made) => {
                 for m in made {
                     match m {

@@ -8,6 +8,7 @@ use crate::firewall::{Change, Firewall};
 use crate::ipam::FileLeases;
 use crate::names::{ContainerId, NetworkName};
 use crate::netlink::route::RouteSocket;
+use crate::publish::PortClaims;
 use crate::state::endpoint::{self, Endpoint, EpState};
 use crate::state::{Dirs, Lock};
 
@@ -63,13 +64,21 @@ pub fn detach_locked(
     errs.note(endpoint::save(dirs, &rec));
 
     // Firewall: expire, never delete (a delete costs an RCU grace period, 10-20 ms).
-    let masq: Vec<Change> = gone
+    // Ports go with the first attachment's address.
+    let ports: Vec<_> = ep
+        .ports
+        .iter()
+        .filter(|p| gone.iter().any(|a| a.ipv4 == p.container_ip))
+        .copied()
+        .collect();
+    let mut changes: Vec<Change> = gone
         .iter()
         .filter(|a| a.masquerade)
         .map(|a| Change::ExpireMasq4(a.ipv4))
         .collect();
-    if !masq.is_empty() {
-        errs.note(expire(&masq));
+    changes.extend(ports.iter().map(|p| Change::ExpireForward4(p.forward())));
+    if !changes.is_empty() {
+        errs.note(expire(&changes));
     }
 
     // Links: at poststop the namespace is normally gone or going, and the kernel removes the
@@ -97,11 +106,20 @@ pub fn detach_locked(
         errs.note(r);
     }
 
+    if !ports.is_empty() {
+        let r = Lock::acquire(&dirs.ports_lock()).and_then(|_l| {
+            let claims = PortClaims::open(dirs)?;
+            ports.iter().try_for_each(|p| claims.release(p, &ep.id))
+        });
+        errs.note(r);
+    }
+
     // The record: gone, or what is left of it.
     if kept.is_empty() {
         errs.note(endpoint::remove(dirs, &ep.id));
     } else {
         rec.attachments = kept;
+        rec.ports.retain(|p| !ports.contains(p));
         rec.state = EpState::Ready;
         errs.note(endpoint::save(dirs, &rec));
     }

@@ -8,16 +8,56 @@ use crate::state::{endpoint, Dirs, Lock};
 
 /// The per-network elements of every configured network whose bridge is in use.
 pub fn network_changes(net: &config::Network) -> Vec<Change> {
-    vec![
-        Change::AddBridge(net.bridge.to_string()),
+    let bridge = net.bridge.to_string();
+    let mut v = vec![
+        Change::AddBridge(bridge.clone()),
         Change::AddNet4(net.subnet4().subnet),
-    ]
+        Change::AddIntra {
+            bridge: bridge.clone(),
+            icc: net.icc,
+        },
+    ];
+    if net.internal {
+        v.push(Change::AddInternal(bridge.clone()));
+    }
+    for (proto, port) in net.host_ports() {
+        v.push(Change::AllowHostPort {
+            bridge: bridge.clone(),
+            proto,
+            port,
+        });
+    }
+    v
+}
+
+/// The same, undone (network rm): real deletes, off the hot path.
+pub fn network_removals(net: &config::Network) -> Vec<Change> {
+    network_changes(net)
+        .into_iter()
+        .map(|c| match c {
+            Change::AddBridge(b) => Change::RemoveBridge(b),
+            Change::AddNet4(n) => Change::RemoveNet4(n),
+            Change::AddIntra { bridge, icc } => Change::RemoveIntra { bridge, icc },
+            Change::AddInternal(b) => Change::RemoveInternal(b),
+            Change::AllowHostPort {
+                bridge,
+                proto,
+                port,
+            } => Change::RemoveHostPort {
+                bridge,
+                proto,
+                port,
+            },
+            other => other,
+        })
+        .collect()
 }
 
 /// Make sure the base table exists; if it had to be created, re-add every element the records
 /// call for. Creation is serialised by a lock so two hooks never both build the table.
 pub fn ensure_table(dirs: &Dirs, fw: &mut Firewall) -> Result<()> {
-    if fw.table_exists()? {
+    // One GETTABLE on the hot path; an absent table or an older layout goes the slow way.
+    if fw.layout_version()? == Some(crate::firewall::LAYOUT_VERSION) {
         return Ok(());
     }
     let _lock = Lock::acquire(&dirs.firewall_lock())?;
@@ -39,6 +79,7 @@ pub fn resync(dirs: &Dirs, fw: &mut Firewall) -> Result<()> {
                 changes.push(Change::AddMasq4(a.ipv4));
             }
         }
+        changes.extend(ep.ports.iter().map(|p| Change::AddForward4(p.forward())));
     }
     fw.apply(&changes)?;
     Ok(())

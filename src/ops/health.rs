@@ -3,7 +3,7 @@
 use crate::config;
 use crate::driver::bridge::ensure_bridge;
 use crate::error::Result;
-use crate::firewall::Firewall;
+use crate::firewall::{Firewall, Snapshot};
 use crate::ipam::FileLeases;
 use crate::netlink::route::RouteSocket;
 use crate::state::endpoint::{self, Endpoint, EpState};
@@ -21,14 +21,60 @@ pub struct Finding {
 /// Look at every endpoint (or one) against the kernel and the lease files; changes nothing.
 pub fn check(dirs: &Dirs, only: Option<&str>) -> Result<Vec<Finding>> {
     let host = RouteSocket::open()?;
+    let eps = endpoint::list(dirs)?;
+    let snap = if eps.is_empty() {
+        None
+    } else {
+        Firewall::open()?.snapshot()?
+    };
     let mut out = Vec::new();
-    for ep in endpoint::list(dirs)? {
+    if !eps.is_empty() && snap.is_none() {
+        out.push(Finding {
+            id: "-".into(),
+            problem: "nftables table inet nethook is missing; run 'nethook restore'".into(),
+            collectable: false,
+        });
+    }
+    for ep in &eps {
         if only.is_some_and(|o| o != ep.id.as_str()) {
             continue;
         }
-        out.extend(check_one(dirs, &host, &ep)?);
+        let found = check_one(dirs, &host, ep)?;
+        let gone = found.iter().any(|f| f.collectable);
+        out.extend(found);
+        if let (Some(s), false) = (&snap, gone) {
+            out.extend(check_firewall(s, ep));
+        }
     }
     Ok(out)
+}
+
+/// The endpoint's nftables elements against what the kernel holds.
+fn check_firewall(s: &Snapshot, ep: &Endpoint) -> Vec<Finding> {
+    let mut f = Vec::new();
+    let mut push = |problem: String| {
+        f.push(Finding {
+            id: ep.id.to_string(),
+            problem,
+            collectable: false,
+        })
+    };
+    for a in &ep.attachments {
+        if a.masquerade && !s.masq4.contains(&a.ipv4) {
+            push(format!(
+                "masquerade element for {} is missing from set masq4; run 'nethook restore'",
+                a.ipv4
+            ));
+        }
+    }
+    for p in &ep.ports {
+        if !s.forwards.contains(&p.forward()) {
+            push(format!(
+                "forward {p} is missing from the nftables maps; run 'nethook restore'"
+            ));
+        }
+    }
+    f
 }
 
 fn check_one(dirs: &Dirs, host: &RouteSocket, ep: &Endpoint) -> Result<Vec<Finding>> {

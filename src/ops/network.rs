@@ -2,7 +2,7 @@
 
 use crate::config::{self, Network, NetworkSpec, DEFAULT_NETWORK};
 use crate::error::{Error, Result};
-use crate::firewall::{Change, Firewall};
+use crate::firewall::Firewall;
 use crate::names::NetworkName;
 use crate::netlink::route::RouteSocket;
 use crate::state::{endpoint, Dirs, Lock};
@@ -115,9 +115,10 @@ pub fn remove(dirs: &Dirs, name: &NetworkName, force: bool) -> Result<()> {
     host.delete_link_by_name(net.bridge.as_str())?;
     let mut fw = Firewall::open()?;
     if fw.table_exists()? {
-        // Each element on its own: one already missing must not keep the other.
-        let _ = fw.apply(&[Change::RemoveBridge(net.bridge.to_string())]);
-        let _ = fw.apply(&[Change::RemoveNet4(net.subnet4().subnet)]);
+        // Each element on its own: one already missing must not keep the others.
+        for c in super::firewall_sync::network_removals(&net) {
+            let _ = fw.apply(&[c]);
+        }
     }
     config::remove(dirs, name)?;
     let _ = std::fs::remove_dir_all(dirs.leases_dir(name));

@@ -68,6 +68,9 @@ pub struct Endpoint {
     /// "hook" or "attach": which front door made it.
     pub source: String,
     pub attachments: Vec<Attachment>,
+    /// Published ports (forwarded to the first attachment's address).
+    #[serde(default)]
+    pub ports: Vec<crate::publish::Published>,
     pub created: u64,
 }
 

@@ -62,6 +62,10 @@ impl Dirs {
     pub fn firewall_lock(&self) -> PathBuf {
         self.locks_dir().join("firewall.lock")
     }
+    /// Serialises host-port claims (held for microseconds).
+    pub fn ports_lock(&self) -> PathBuf {
+        self.locks_dir().join("ports.lock")
+    }
     /// Per-container lock: attach and detach of one id never interleave.
     pub fn container_lock(&self, id: &ContainerId) -> PathBuf {
         self.locks_dir().join(format!("ctr-{id}.lock"))
