@@ -1190,6 +1190,24 @@ impl Firewall {
         Ok(self.sock.table_exists(FAMILY, TABLE)?)
     }
 
+    /// Forward-hook base chains of other tables with a drop policy (Docker's, a distro
+    /// firewall): their drop wins over nethook's accept.
+    pub fn foreign_forward_drops(&mut self) -> Result<Vec<String>, FirewallError> {
+        let mut out = Vec::new();
+        for fam in [
+            crate::netlink::nft::Family::Ip,
+            crate::netlink::nft::Family::Inet,
+        ] {
+            for c in self.sock.base_chains(fam)? {
+                let ours = fam == FAMILY && c.table == TABLE;
+                if !ours && c.hook == 2 && !c.policy_accept {
+                    out.push(format!("{} {} {}", fam.name(), c.table, c.name));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The layout of the existing table (None: no table), for `doctor`:
     /// LAYOUT_VERSION when it is this nethook's.
     pub fn layout_version(&mut self) -> Result<Option<u32>, FirewallError> {

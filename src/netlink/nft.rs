@@ -522,6 +522,38 @@ pub fn table_comment(userdata: &[u8]) -> Option<String> {
     None
 }
 
+/// A base chain as the kernel lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedChain {
+    pub family: Family,
+    pub table: String,
+    pub name: String,
+    /// NF_INET_* hook number (2 = forward).
+    pub hook: u32,
+    pub priority: i32,
+    /// False: policy drop.
+    pub policy_accept: bool,
+}
+
+impl Default for ListedChain {
+    fn default() -> Self {
+        ListedChain {
+            family: Family::Inet,
+            table: String::new(),
+            name: String::new(),
+            hook: 0,
+            priority: 0,
+            policy_accept: true,
+        }
+    }
+}
+
+/// A NUL-terminated netlink string attribute.
+fn nla_string(v: &[u8]) -> String {
+    let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+    String::from_utf8_lossy(&v[..end]).into_owned()
+}
+
 /// What GETTABLE says about an existing table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TableInfo {
@@ -2105,6 +2137,58 @@ impl NftSocket {
     }
 
     /// The table's handle, flags and userdata (one GETTABLE); None if absent.
+    /// Every base chain of `family` in the namespace (other tools' too): for `doctor`, which
+    /// looks for forward chains with a drop policy that would drop container traffic.
+    pub fn base_chains(&mut self, family: Family) -> Result<Vec<ListedChain>, NftError> {
+        let what = format!("listing {} chains", family.name());
+        let body = NetfilterMessage::new(
+            nft_header(family),
+            NfTablesMessage::GetChain(ChainMessage { attributes: vec![] }),
+        );
+        let parts = self.request(body, NLM_F_DUMP, &what)?;
+        let malformed = |reason: String| NftError::Malformed {
+            what: what.clone(),
+            reason,
+        };
+        let mut out = Vec::new();
+        // NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWCHAIN
+        for (_, payload) in parts
+            .iter()
+            .filter(|(ty, _)| *ty == (NFNL_SUBSYS_NFTABLES << 8) | 3)
+        {
+            let attrs = payload
+                .get(NFGENMSG_LEN..)
+                .ok_or_else(|| malformed("message shorter than nfgenmsg".to_string()))?;
+            let mut c = ListedChain {
+                family,
+                ..Default::default()
+            };
+            let mut is_base = false;
+            for (kind, value) in nlas(attrs).map_err(malformed)? {
+                match kind {
+                    1 => c.table = nla_string(value),
+                    3 => c.name = nla_string(value),
+                    4 => {
+                        is_base = true;
+                        for (k, v) in nlas(value).map_err(malformed)? {
+                            match k {
+                                1 => c.hook = be_u32(v).map_err(malformed)?,
+                                2 => c.priority = be_u32(v).map_err(malformed)? as i32,
+                                _ => {}
+                            }
+                        }
+                    }
+                    5 => c.policy_accept = be_u32(value).map_err(malformed)? != 0,
+                    _ => {}
+                }
+            }
+            if is_base {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn get_table(&mut self, family: Family, name: &str) -> Result<Option<TableInfo>, NftError> {
         let what = format!("looking up table {} {}", family.name(), name);
         check_name(&what, name)?;

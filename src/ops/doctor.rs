@@ -63,6 +63,18 @@ pub fn run(dirs: &Dirs) -> Vec<Item> {
         ),
         Err(e) => add(Level::Fail, "nftables", format!("{e}")),
     }
+    match Firewall::open().and_then(|mut f| f.foreign_forward_drops()) {
+        Ok(d) if d.is_empty() => add(Level::Ok, "other firewalls", "no other forward chain with a drop policy".into()),
+        Ok(d) => add(
+            Level::Warn,
+            "other firewalls",
+            format!(
+                "forward chain(s) with policy drop: {}; their drop wins over nethook's accept, so add an accept for the nethook bridges there (Docker: the DOCKER-USER chain)",
+                d.join(", ")
+            ),
+        ),
+        Err(e) => add(Level::Warn, "other firewalls", e.to_string()),
+    }
     match read("/proc/sys/net/ipv4/ip_forward").as_deref() {
         Some("1") => add(Level::Ok, "ip_forward", "1".into()),
         Some(v) => add(
