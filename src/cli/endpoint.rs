@@ -172,43 +172,36 @@ pub fn ps(dirs: &Dirs, format: Format, c: &PsCmd) -> anyhow::Result<()> {
     if let Some(f) = &filter {
         rows.retain(|r| r.network == f.as_str());
     }
-    match format {
-        Format::Json => output::json(&rows),
-        Format::Table => {
-            let t: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.id.clone(),
-                        r.network.clone(),
-                        r.interface.clone(),
-                        r.ipv4.join(","),
-                        r.mac.clone(),
-                        if r.ports.is_empty() {
-                            "-".into()
-                        } else {
-                            r.ports.join(",")
-                        },
-                        r.netns.clone(),
-                        r.state.clone(),
-                    ]
-                })
-                .collect();
-            output::table(
-                &[
-                    "ID",
-                    "NETWORK",
-                    "INTERFACE",
-                    "IPV4",
-                    "MAC",
-                    "PORTS",
-                    "NETNS",
-                    "STATE",
-                ],
-                &t,
-            );
-        }
-    }
+    output::listing(
+        format,
+        &rows,
+        &[
+            "ID",
+            "NETWORK",
+            "INTERFACE",
+            "IPV4",
+            "MAC",
+            "PORTS",
+            "NETNS",
+            "STATE",
+        ],
+        |r| {
+            vec![
+                r.id.clone(),
+                r.network.clone(),
+                r.interface.clone(),
+                r.ipv4.join(","),
+                r.mac.clone(),
+                if r.ports.is_empty() {
+                    "-".into()
+                } else {
+                    r.ports.join(",")
+                },
+                r.netns.clone(),
+                r.state.clone(),
+            ]
+        },
+    );
     Ok(())
 }
 
@@ -291,22 +284,13 @@ pub fn port(dirs: &Dirs, format: Format, c: &PortCmd) -> anyhow::Result<()> {
             });
         }
     }
-    match format {
-        Format::Json => output::json(&rows),
-        Format::Table => {
-            let t: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.id.clone(),
-                        r.protocol.clone(),
-                        format!("{}:{}", r.host_ip, r.host_port),
-                        format!("{}:{}", r.container_ip, r.container_port),
-                    ]
-                })
-                .collect();
-            output::table(&["ID", "PROTO", "HOST", "CONTAINER"], &t);
-        }
-    }
+    output::listing(format, &rows, &["ID", "PROTO", "HOST", "CONTAINER"], |r| {
+        vec![
+            r.id.clone(),
+            r.protocol.clone(),
+            format!("{}:{}", r.host_ip, r.host_port),
+            format!("{}:{}", r.container_ip, r.container_port),
+        ]
+    });
     Ok(())
 }

@@ -28,3 +28,16 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 pub fn json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
 }
+
+/// A listing: JSON of the rows as they are, or a table of `to_row` under `header`.
+pub fn listing<T: serde::Serialize>(
+    format: super::Format,
+    rows: &[T],
+    header: &[&str],
+    to_row: impl Fn(&T) -> Vec<String>,
+) {
+    match format {
+        super::Format::Json => json(&rows),
+        super::Format::Table => table(header, &rows.iter().map(to_row).collect::<Vec<_>>()),
+    }
+}
