@@ -7,6 +7,8 @@ use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::Duration;
 
 const TOOLS: &[&str] = &["socat", "ss"];
 
@@ -308,4 +310,55 @@ fn parallel_attaches_get_distinct_addresses_and_detach_cleanly() {
             "masq4 still holds {ip}"
         );
     }
+}
+
+/// rx packet counter of `eth0` in a namespace.
+fn rx_packets(ns: &str) -> u64 {
+    let r = run(
+        Command::new("ip").args(["-n", ns, "-s", "-j", "link", "show", "eth0"]),
+        None,
+    )
+    .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    v[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
+}
+
+#[test]
+fn a_new_container_does_not_flood_the_others() {
+    if !can_run("no_flood", &["ip", "nsenter"]) {
+        return;
+    }
+    // Each attach used to send IPv6 link-local chatter (DAD, router solicitations, MLD) that
+    // the bridge flooded to every other container: the cost of the n-th container grew with n.
+    let sb = Sandbox::new("flood");
+    let mut nss = Vec::new();
+    for i in 0..10 {
+        let ns = sb.add_netns(&format!("f{i}"));
+        sb.nethook(&[
+            "attach",
+            &format!("/run/netns/{ns}"),
+            "--id",
+            &format!("f{i}"),
+        ])
+        .ok();
+        nss.push(ns);
+    }
+    // No IPv6 address on an IPv4-only network's interface.
+    let r = run(
+        Command::new("ip").args(["-n", &nss[0], "-6", "addr", "show", "dev", "eth0"]),
+        None,
+    )
+    .ok();
+    assert!(!r.stdout.contains("inet6"), "{}", r.stdout);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = rx_packets(&nss[0]);
+    let ns = sb.add_netns("fnew");
+    sb.nethook(&["attach", &format!("/run/netns/{ns}"), "--id", "fnew"])
+        .ok();
+    std::thread::sleep(Duration::from_millis(1500));
+    let seen = rx_packets(&nss[0]) - before;
+    assert!(
+        seen <= 3,
+        "an existing container received {seen} packets from one new attach"
+    );
 }

@@ -120,6 +120,15 @@ impl Driver for Bridge {
             ctx.host.create_veth(&spec)?;
         }
         made.push(Made::HostLink(att.host_interface.to_string()));
+        // A bridge port needs no address of any family. It has no carrier until the peer is up,
+        // so IPv6 has not configured it yet.
+        ensure_sysctl(
+            &format!(
+                "/proc/sys/net/ipv6/conf/{}/disable_ipv6",
+                att.host_interface
+            ),
+            "1",
+        )?;
 
         // Inside the container: lo up, the address, the default route.
         csock.set_up_by_name("lo")?;
@@ -130,6 +139,8 @@ impl Driver for Bridge {
                 "retry",
             )
         })?;
+        // IPv4-only networks: no IPv6 link-local chatter flooded to every other container.
+        csock.disable_ipv6_autoconf(eth.index)?;
         csock.set_up(eth.index)?;
         csock.add_addr4(eth.index, att.ipv4, att.prefix_len)?;
         if default_route && !net.internal {

@@ -10,8 +10,8 @@ use crate::names::{IfName, Mac};
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData,
+    InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteType};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
@@ -155,6 +155,27 @@ impl RouteSocket {
         let msg = LinkUnspec::new_with_index(index).up().build();
         self.run(self.handle.link().set(msg).execute())
             .map_err(|e| kernel(format!("setting link {index} up"), &e))
+    }
+
+    /// Turn off IPv6 address autoconfiguration on a link that is still down: no link-local
+    /// address, so no DAD, router solicitation or MLD traffic. On an IPv4-only network each new
+    /// container otherwise sends dozens of multicast packets that the bridge floods to every
+    /// other container (57 per attach measured with 50 on a bridge): a cost that grows with the
+    /// number of containers. (The kernel applies IFLA_AF_SPEC after the flags in one request,
+    /// so this must be its own request, before the link goes up.)
+    pub fn disable_ipv6_autoconf(&self, index: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]))
+            .build();
+        self.run(self.handle.link().set(msg).execute())
+            .map_err(|e| {
+                kernel(
+                    format!("turning off IPv6 autoconfiguration on link {index}"),
+                    &e,
+                )
+            })
     }
 
     /// Set a link up by name (used for `lo` inside a fresh container namespace).
