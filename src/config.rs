@@ -67,6 +67,10 @@ pub struct Network {
     pub internal: bool,
     #[serde(default = "yes")]
     pub dns: bool,
+    /// DNS: where the daemon forwards names it does not own (`--dns-upstream`, at most 3);
+    /// empty: the host's resolv.conf servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_upstreams: Vec<Ipv4Addr>,
     #[serde(default = "yes")]
     pub masquerade: bool,
     #[serde(default = "yes")]
@@ -99,6 +103,8 @@ pub struct NetworkSpec {
     pub ipv6: bool,
     pub internal: bool,
     pub no_dns: bool,
+    /// `--dns-upstream IP`, repeatable.
+    pub dns_upstreams: Vec<String>,
     pub no_masquerade: bool,
     pub isolate: Option<bool>,
     pub icc: Option<bool>,
@@ -285,6 +291,7 @@ impl NetworkSpec {
         if let Some(s) = options.get(OPT_ALLOW_HOST_PORTS) {
             parse_host_ports(s)?;
         }
+        let dns_upstreams = parse_dns_upstreams(&name, gateway, &self.dns_upstreams)?;
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -301,6 +308,7 @@ impl NetworkSpec {
             bridge,
             internal: self.internal,
             dns: !self.no_dns,
+            dns_upstreams,
             masquerade: !self.no_masquerade && !self.internal,
             isolate: self.isolate.unwrap_or(true),
             icc: self.icc.unwrap_or(true),
@@ -310,6 +318,47 @@ impl NetworkSpec {
             created,
         })
     }
+}
+
+/// At most this many upstream resolvers per network (what resolv.conf and the peers allow).
+pub const MAX_DNS_UPSTREAMS: usize = 3;
+
+/// `--dns-upstream` values: unicast IPv4 addresses, at most 3, never the network's own gateway
+/// (nethook's DNS listens there: forwarding to it would loop).
+fn parse_dns_upstreams(
+    name: &NetworkName,
+    gateway: Ipv4Addr,
+    raw: &[String],
+) -> Result<Vec<Ipv4Addr>> {
+    if raw.len() > MAX_DNS_UPSTREAMS {
+        return Err(Error::invalid(
+            format!("network {name}"),
+            format!("{} --dns-upstream given", raw.len()),
+            format!("give at most {MAX_DNS_UPSTREAMS}"),
+        ));
+    }
+    let mut out = Vec::new();
+    for r in raw {
+        let ip = parse_ipv4("dns upstream", r)?;
+        if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+            return Err(Error::invalid(
+                format!("dns upstream {ip}"),
+                "is not a unicast address",
+                "give the address of a name server",
+            ));
+        }
+        if ip == gateway {
+            return Err(Error::invalid(
+                format!("dns upstream {ip}"),
+                "is the network's own gateway, where nethook's DNS answers: forwarding there would loop",
+                "give the address of another name server",
+            ));
+        }
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    Ok(out)
 }
 
 /// Parse `allow_host_ports`: a comma list of `PORT[/tcp|udp|sctp]` (tcp by default).
@@ -347,12 +396,14 @@ pub const OPT_ALLOW_HOST_PORTS: &str = "allow_host_ports";
 
 impl Network {
     /// Host services a container may reach on its gateway: DNS when on, plus the admin's list.
+    /// DNS is the daemon's port: the container asks port 53, and the prerouting redirect hands
+    /// the input chain port `dns::LISTEN_PORT` (see the firewall module's docs).
     pub fn host_ports(&self) -> Vec<(crate::firewall::L4, u16)> {
         use crate::firewall::L4;
         let mut v = Vec::new();
         if self.dns {
-            v.push((L4::Udp, 53));
-            v.push((L4::Tcp, 53));
+            v.push((L4::Udp, crate::dns::LISTEN_PORT));
+            v.push((L4::Tcp, crate::dns::LISTEN_PORT));
         }
         if let Some(s) = self.options.get(OPT_ALLOW_HOST_PORTS) {
             // Validated at create time.

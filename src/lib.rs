@@ -7,6 +7,8 @@
 
 pub mod cli;
 pub mod config;
+// Container DNS: the daemon, its records, upstream forwarding (issue 5).
+pub mod dns;
 pub mod driver;
 pub mod error;
 pub mod firewall;

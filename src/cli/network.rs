@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 #[derive(Subcommand, Debug)]
 pub enum NetworkCmd {
     /// Create a network.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List networks.
     #[command(alias = "list")]
     Ls,
@@ -49,6 +49,10 @@ pub struct CreateArgs {
     pub internal: bool,
     #[arg(long)]
     pub no_dns: bool,
+    /// Name server for names the network's DNS does not own (repeatable, at most 3; default:
+    /// the host's resolv.conf servers).
+    #[arg(long = "dns-upstream", value_name = "IP")]
+    pub dns_upstream: Vec<String>,
     #[arg(long)]
     pub no_masquerade: bool,
     #[arg(long)]
@@ -77,6 +81,7 @@ pub fn run(dirs: &Dirs, format: Format, cmd: &NetworkCmd) -> anyhow::Result<()> 
                 ipv6: a.ipv6,
                 internal: a.internal,
                 no_dns: a.no_dns,
+                dns_upstreams: a.dns_upstream.clone(),
                 no_masquerade: a.no_masquerade,
                 isolate: a.isolate,
                 icc: a.icc,
@@ -152,6 +157,11 @@ pub fn run(dirs: &Dirs, format: Format, cmd: &NetworkCmd) -> anyhow::Result<()> 
                         println!("internal:    {}", n.internal);
                         println!("masquerade:  {}", n.masquerade);
                         println!("dns:         {}", n.dns);
+                        if !n.dns_upstreams.is_empty() {
+                            let ups: Vec<String> =
+                                n.dns_upstreams.iter().map(|u| u.to_string()).collect();
+                            println!("dns upstream: {}", ups.join(", "));
+                        }
                         if let Some(m) = n.mtu {
                             println!("mtu:         {m}");
                         }

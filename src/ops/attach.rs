@@ -84,7 +84,11 @@ fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
         nets.push(super::network::load_or_default(dirs, name, &ctx.host)?);
     }
     if specs.iter().any(|(s, _)| s.host_ip.is_some()) {
-        let host_addrs: Vec<Ipv4Addr> = ctx.host.addrs4()?.into_iter().map(|a| a.addr).collect();
+        let mut host_addrs: Vec<Ipv4Addr> =
+            ctx.host.addrs4()?.into_iter().map(|a| a.addr).collect();
+        // The gateways of the networks being joined are the host's too, even when this attach
+        // is about to create their bridge.
+        host_addrs.extend(nets.iter().map(|n| n.subnet4().gateway));
         for (s, raw) in &specs {
             if let Some(ip) = s.host_ip.filter(|ip| !host_addrs.contains(ip)) {
                 return Err(Error::invalid(
@@ -258,7 +262,11 @@ fn run(
 
     // 4. Files in the container.
     if let Some(plan) = &req.files {
-        let (nameservers, search, options) = rootfs::host_resolvers();
+        let (mut nameservers, search, options) = rootfs::host_resolvers();
+        // DNS (src/dns): the first DNS-enabled network's gateway answers names, forwards the rest.
+        if let Some(gw) = crate::dns::nameserver(nets) {
+            nameservers = vec![gw];
+        }
         let files = EtcFiles {
             hostname: req.hostname.clone(),
             aliases: req.wants.aliases.clone(),
@@ -280,6 +288,8 @@ fn run(
     // 5. Done.
     ep.state = EpState::Ready;
     endpoint::save(dirs, &ep)?;
+    // DNS: the daemon reloads, or starts for a first DNS-enabled endpoint (never fails attach).
+    crate::dns::endpoint_changed(dirs, &req.id, nets.iter().any(|n| n.dns));
     Ok(ep)
 }
 

@@ -123,6 +123,8 @@ pub fn detach_locked(
         rec.state = EpState::Ready;
         errs.note(endpoint::save(dirs, &rec));
     }
+    // DNS: the daemon (if one runs) drops the names now the record is gone or trimmed.
+    crate::dns::endpoint_changed(dirs, &ep.id, false);
     errs.into_result()
 }
 

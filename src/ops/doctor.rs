@@ -130,5 +130,25 @@ pub fn run(dirs: &Dirs) -> Vec<Item> {
         ),
         Err(e) => add(Level::Warn, "endpoints", e.to_string()),
     }
+    // The container DNS daemon (src/dns): started on demand, so not running is fine unless
+    // containers on DNS networks are there.
+    let dns = crate::dns::status(dirs);
+    match dns.pid {
+        Some(pid) => add(
+            Level::Ok,
+            "dns",
+            format!("daemon running, pid {pid}, port {}", dns.port),
+        ),
+        None if crate::dns::records::Loader::new(dirs).load().has_endpoints() => add(
+            Level::Warn,
+            "dns",
+            "daemon not running while containers on networks with DNS exist: their names do not resolve; the next attach or detach starts it".into(),
+        ),
+        None => add(
+            Level::Ok,
+            "dns",
+            "daemon not running (started by the first container on a network with DNS)".into(),
+        ),
+    }
     out
 }

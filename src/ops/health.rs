@@ -192,5 +192,6 @@ pub fn restore(dirs: &Dirs) -> Result<()> {
     let mut fw = Firewall::open()?;
     let _l = Lock::acquire(&dirs.firewall_lock())?;
     fw.ensure_base()?;
-    super::firewall_sync::resync(dirs, &mut fw)
+    super::firewall_sync::resync(dirs, &mut fw)?;
+    crate::dns::ensure_running(dirs)
 }

@@ -926,3 +926,413 @@ pub fn hand_bundle(sb: &Sandbox, short: &str, annotations: &[(&str, &str)]) -> P
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     dir
 }
+
+// ---- publishing and isolation (tests/publish.rs, tests/isolation.rs) ------------------------
+
+/// The parts of an nft JSON set or map key: a concatenation's parts ("tcp", "8080"), a bare
+/// value as one part; `{"elem": {"val": ..}}` (an element with a timeout) unwrapped.
+pub fn nft_key_parts(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Number(n) => vec![n.to_string()],
+        Value::Array(a) => a.first().map(nft_key_parts).unwrap_or_default(),
+        Value::Object(o) => {
+            if let Some(e) = o.get("elem") {
+                return nft_key_parts(e);
+            }
+            if let Some(v) = o.get("val") {
+                return nft_key_parts(v);
+            }
+            if let Some(c) = o.get("concat").and_then(Value::as_array) {
+                return c.iter().flat_map(nft_key_parts).collect();
+            }
+            nft_key(v).into_iter().collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+impl Sandbox {
+    /// The keys of map or set `name` of table inet nethook as `nft -j list map|set` prints them,
+    /// each key's parts joined by " . " ("tcp . 8080"). Empty when the table or map is missing.
+    pub fn nft_keys(&self, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for kind in ["map", "set"] {
+            let r = self.sh(&["nft", "-j", "list", kind, "inet", "nethook", name]);
+            if r.code != 0 {
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(&r.stdout) else {
+                continue;
+            };
+            for o in v["nftables"].as_array().into_iter().flatten() {
+                for e in o[kind]["elem"].as_array().into_iter().flatten() {
+                    out.push(nft_key_parts(e).join(" . "));
+                }
+            }
+            break;
+        }
+        out.sort();
+        out
+    }
+
+    /// True when map pub4 (every host address) or pub4_ip (one host address) has an element
+    /// for host port `port` of `proto` ("tcp", "udp").
+    pub fn forward_in_nft(&self, proto: &str, port: u16) -> bool {
+        let p = port.to_string();
+        self.nft_keys("pub4")
+            .iter()
+            .chain(self.nft_keys("pub4_ip").iter())
+            .any(|k| {
+                let parts: Vec<&str> = k.split(" . ").collect();
+                parts.first() == Some(&proto) && parts.last() == Some(&p.as_str())
+            })
+    }
+
+    /// A TCP server in `netns` answering every connection with `TAG CLIENT_ADDRESS` (the source
+    /// address it saw), via socat. Returns once it listens.
+    pub fn serve_source_in(&self, netns: &str, port: u16, tag: &str) {
+        self.serve_in(netns, port, &format!("{tag} $SOCAT_PEERADDR"));
+    }
+
+    /// A UDP server in `netns` answering every datagram (a line, as [`Sandbox::udp_get_from`]
+    /// sends) with `TAG CLIENT_ADDRESS`, via socat. Returns once it listens.
+    pub fn serve_udp_in(&self, netns: &str, port: u16, tag: &str) {
+        self.spawn_in(
+            netns,
+            &[
+                "socat",
+                &format!("UDP4-RECVFROM:{port},reuseaddr,fork"),
+                // The script reads the datagram first: a script that exits before socat has
+                // written it makes socat fail with EPIPE and drop the answer.
+                &format!("SYSTEM:read -r req; echo {tag} $SOCAT_PEERADDR"),
+            ],
+        );
+        self.wait_listening_udp(netns, port);
+    }
+
+    /// Wait until something listens on UDP `port` in `netns` (a path).
+    pub fn wait_listening_udp(&self, netns: &str, port: u16) {
+        let ok = wait_until(Duration::from_secs(10), || {
+            let r = run(
+                Self::cmd_in(netns, "ss").args(["-Hlun", &format!("sport = :{port}")]),
+                None,
+            );
+            r.code == 0 && !r.stdout.trim().is_empty()
+        });
+        assert!(ok, "nothing listens on UDP port {port} in {netns}");
+    }
+
+    /// True when nothing answers TCP at ip:port from `netns` within a second.
+    pub fn tcp_dead_from(netns: &str, ip: Ipv4Addr, port: u16) -> bool {
+        Self::tcp_get_timeout(netns, ip, port, 1).is_none()
+    }
+
+    /// One datagram from `netns` (a path) to ip:port with socat; what came back within `wait`
+    /// (None when nothing did, or the port was unreachable).
+    fn udp_once(netns: &str, ip: Ipv4Addr, port: u16, wait: &str) -> Option<String> {
+        let r = run(
+            Self::cmd_in(netns, "socat").args([
+                "-t".to_string(),
+                wait.to_string(),
+                "-T".to_string(),
+                "2".to_string(),
+                "STDIO".to_string(),
+                format!("UDP4:{ip}:{port}"),
+            ]),
+            Some(b"ping\n"),
+        );
+        (r.code == 0 && !r.stdout.is_empty()).then_some(r.stdout)
+    }
+
+    /// A UDP request from `netns` to ip:port and the answer, retried for up to 3 s (a datagram
+    /// may be lost while neighbours resolve). None when nothing answered.
+    pub fn udp_get_from(netns: &str, ip: Ipv4Addr, port: u16) -> Option<String> {
+        let end = Instant::now() + Duration::from_secs(3);
+        loop {
+            if let Some(s) = Self::udp_once(netns, ip, port, "0.3") {
+                return Some(s);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// True when a UDP request from `netns` to ip:port gets no answer within a second.
+    pub fn udp_dead_from(netns: &str, ip: Ipv4Addr, port: u16) -> bool {
+        Self::udp_once(netns, ip, port, "1").is_none()
+    }
+
+    /// The host-port claims in the run dir: "PROTO/PORT/HOST_IP" for each claim file.
+    pub fn port_claims(&self) -> Vec<String> {
+        let base = self.run_dir.join("ports");
+        let mut out = Vec::new();
+        for proto in list_dir(&base) {
+            for port in list_dir(&base.join(&proto)) {
+                for ip in list_dir(&base.join(&proto).join(&port)) {
+                    if !ip.starts_with('.') {
+                        out.push(format!("{proto}/{port}/{ip}"));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `nethook port ls --format json` (of one endpoint when `id` is given).
+    pub fn port_ls(&self, id: Option<&str>) -> Vec<Value> {
+        let mut args = vec!["--format", "json", "port", "ls"];
+        args.extend(id);
+        let r = self.nethook(&args).ok();
+        serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("port ls --format json: {e}: {}", r.stdout))
+    }
+}
+
+// ---- DNS (tests/dns.rs) -----------------------------------------------------------------------
+
+/// A DNS answer as a test sees it: the response code ("NOERROR", "NXDOMAIN", ...) and the
+/// answer records' data as text (addresses, PTR names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsAnswer {
+    pub rcode: String,
+    pub data: Vec<String>,
+    pub truncated: bool,
+}
+
+/// `dig` from `netns` (a path): `dig @SERVER ARGS +tries=1 +time=2`, parsed (status line and
+/// the answer section). None when no server answered.
+pub fn dig_in(netns: &str, server: Ipv4Addr, args: &[&str]) -> Option<DnsAnswer> {
+    let at = format!("@{server}");
+    let mut c = Sandbox::cmd_in(netns, "dig");
+    c.arg(&at)
+        .args(["+tries=1", "+time=2", "+noall", "+comments", "+answer"])
+        .args(args);
+    let r = run(&mut c, None);
+    let status = r
+        .stdout
+        .lines()
+        .find_map(|l| l.split("status: ").nth(1))?
+        .split(',')
+        .next()?
+        .to_string();
+    let truncated = r.stdout.lines().any(|l| {
+        l.starts_with(";; flags:")
+            && l.split(';')
+                .nth(2)
+                .is_some_and(|f| f.split_whitespace().any(|w| w == "tc"))
+    });
+    let data = r
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().nth(4).map(String::from))
+        .collect();
+    Some(DnsAnswer {
+        rcode: status,
+        data,
+        truncated,
+    })
+}
+
+/// The A addresses `dig` gets for `name` (empty on NXDOMAIN or no answer).
+pub fn dig_a(netns: &str, server: Ipv4Addr, name: &str) -> Vec<String> {
+    dig_in(netns, server, &[name, "A"])
+        .map(|a| a.data)
+        .unwrap_or_default()
+}
+
+/// Run `f` on a thread inside `netns` (a path): sockets it opens stay in that namespace.
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = std::fs::File::open(netns).unwrap_or_else(|e| panic!("{netns}: {e}"));
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// One DNS query over UDP from inside `netns`, in process (no tool start-up: for timings).
+/// Returns the response code and the A addresses; None when nothing came back within `wait`.
+pub fn query_in(
+    netns: &str,
+    server: std::net::SocketAddrV4,
+    name: &str,
+    wait: Duration,
+) -> Option<(hickory_proto::op::ResponseCode, Vec<Ipv4Addr>)> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut m = Message::query();
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let bytes = m.to_vec().unwrap();
+    let id = m.id;
+    in_netns(netns, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        s.set_read_timeout(Some(wait)).ok()?;
+        s.send_to(&bytes, server).ok()?;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.recv(&mut buf).ok()?;
+            let Ok(r) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            if r.id != id {
+                continue;
+            }
+            let ips = r
+                .answers
+                .iter()
+                .filter_map(|a| match &a.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect();
+            return Some((r.response_code, ips));
+        }
+    })
+}
+
+/// A tiny upstream name server for forwarding tests, on port 53 of every address of the
+/// namespace it runs in (a peer's: never an outside address). It answers `A` for the names in
+/// `names`; for `big.example.` a truncated UDP reply and 40 addresses over TCP; NXDOMAIN for
+/// the rest. Counts what it was asked. Stops (and frees its sockets) when dropped.
+pub struct FakeUpstream {
+    pub asked: std::sync::Arc<Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeUpstream {
+    pub const BIG: &'static str = "big.example.";
+
+    pub fn start(netns: &str, names: &[(&str, Ipv4Addr)]) -> FakeUpstream {
+        let names: Vec<(String, Ipv4Addr)> = names
+            .iter()
+            .map(|(n, ip)| (n.trim_end_matches('.').to_ascii_lowercase(), *ip))
+            .collect();
+        let asked = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ns = std::fs::File::open(netns).unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (a2, s2) = (asked.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let udp = std::net::UdpSocket::bind("0.0.0.0:53").expect("fake upstream udp");
+            udp.set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            let tcp = std::net::TcpListener::bind("0.0.0.0:53").expect("fake upstream tcp");
+            tcp.set_nonblocking(true).unwrap();
+            ready_tx.send(()).unwrap();
+            let mut buf = [0u8; 4096];
+            while !s2.load(Ordering::SeqCst) {
+                if let Ok((n, from)) = udp.recv_from(&mut buf) {
+                    if let Some(reply) = Self::reply(&names, &a2, &buf[..n], true) {
+                        let _ = udp.send_to(&reply, from);
+                    }
+                }
+                while let Ok((mut c, _)) = tcp.accept() {
+                    let _ = c.set_nonblocking(false);
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut len = [0u8; 2];
+                    if c.read_exact(&mut len).is_err() {
+                        continue;
+                    }
+                    let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                    if c.read_exact(&mut q).is_err() {
+                        continue;
+                    }
+                    if let Some(reply) = Self::reply(&names, &a2, &q, false) {
+                        let mut out = (reply.len() as u16).to_be_bytes().to_vec();
+                        out.extend_from_slice(&reply);
+                        let _ = c.write_all(&out);
+                    }
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("fake upstream did not start");
+        FakeUpstream {
+            asked,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn reply(
+        names: &[(String, Ipv4Addr)],
+        asked: &Mutex<Vec<String>>,
+        packet: &[u8],
+        udp: bool,
+    ) -> Option<Vec<u8>> {
+        use hickory_proto::op::{Message, MessageType, ResponseCode};
+        use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
+        let q = Message::from_vec(packet).ok()?;
+        let question = q.queries.first()?.clone();
+        let name = question.name().to_ascii().to_ascii_lowercase();
+        let name = name.trim_end_matches('.').to_string();
+        lock(asked).push(format!("{name} {}", if udp { "udp" } else { "tcp" }));
+        let mut r = Message::new(q.id, MessageType::Response, q.op_code);
+        r.metadata.recursion_desired = q.recursion_desired;
+        r.metadata.recursion_available = true;
+        r.add_query(question.clone());
+        let a = |ip: Ipv4Addr| Record::from_rdata(question.name().clone(), 60, RData::A(A(ip)));
+        if name == Self::BIG.trim_end_matches('.') {
+            if udp {
+                r.metadata.truncation = true;
+            } else {
+                for i in 1..=40u8 {
+                    r.add_answer(a(Ipv4Addr::new(198, 51, 100, i)));
+                }
+            }
+        } else if let Some((_, ip)) = names.iter().find(|(n, _)| *n == name) {
+            if question.query_type() == RecordType::A {
+                r.add_answer(a(*ip));
+            }
+        } else {
+            r.metadata.response_code = ResponseCode::NXDomain;
+        }
+        r.to_vec().ok()
+    }
+
+    /// The names asked so far, as "NAME udp|tcp".
+    pub fn asked(&self) -> Vec<String> {
+        lock(&self.asked).clone()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Sandbox {
+    /// The pid of the running DNS daemon (`nethook dns status`), if any.
+    pub fn dns_pid(&self) -> Option<u32> {
+        let r = self.nethook(&["--format", "json", "dns", "status"]).ok();
+        let v: Value = serde_json::from_str(&r.stdout).expect("dns status json");
+        v["pid"].as_u64().map(|p| p as u32)
+    }
+
+    /// Pids of every process inside the sandbox namespace (`ip netns pids`).
+    pub fn pids(&self) -> Vec<u32> {
+        run(Command::new("ip").args(["netns", "pids", &self.name]), None)
+            .stdout
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// The daemon's log (for failure messages).
+    pub fn dns_log(&self) -> String {
+        std::fs::read_to_string(self.run_dir.join("dns/log")).unwrap_or_default()
+    }
+}

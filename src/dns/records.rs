@@ -1,0 +1,497 @@
+//! The names the daemon answers, built from the run dir's endpoint records and the config dir's
+//! network definitions (nothing else is stored: the records are the truth, written by attach and
+//! detach under their locks).
+//!
+//! A container is visible under its hostname and each alias, bare and as `NAME.NETWORK`, on every
+//! network of its own that has DNS on, and only to containers that share such a network: the
+//! requester is known by its source address (addresses are unique across nethook's networks,
+//! whose subnets never overlap), the network by the gateway the query arrived on.
+
+use crate::config::Network;
+use crate::state::endpoint::{Endpoint, EpState};
+use crate::state::Dirs;
+use ipnet::Ipv4Net;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// One DNS-enabled network that has at least one ready endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Net {
+    pub name: String,
+    pub gateway: Ipv4Addr,
+    pub subnet: Ipv4Net,
+    pub internal: bool,
+    pub upstreams: Vec<Ipv4Addr>,
+}
+
+/// One container as DNS sees it.
+#[derive(Debug, Clone)]
+struct Ctr {
+    /// Hostname as written (PTR answers with it).
+    hostname: String,
+    /// (net index, address) on every DNS-enabled network of the container.
+    addrs: Vec<(usize, Ipv4Addr)>,
+    /// Host-side veths of those attachments: they vanish with the container's namespace.
+    host_ifs: Vec<String>,
+}
+
+/// An immutable snapshot, swapped whole on reload.
+#[derive(Debug, Default)]
+pub struct Records {
+    nets: Vec<Net>,
+    by_gateway: HashMap<Ipv4Addr, usize>,
+    ctrs: Vec<Ctr>,
+    /// Lower-case name (hostname or alias) -> (container, net, address), in record order.
+    names: HashMap<String, Vec<(usize, usize, Ipv4Addr)>>,
+    /// Address -> container.
+    by_addr: HashMap<Ipv4Addr, usize>,
+}
+
+/// Who asks, as far as DNS cares.
+#[derive(Debug, Clone)]
+pub struct Asker {
+    /// The network whose gateway the query arrived on.
+    pub arrival: usize,
+    /// Every network whose names the asker may see, `arrival` first.
+    pub visible: Vec<usize>,
+}
+
+impl Records {
+    /// Build from endpoint records and network definitions. Only `ready` endpoints count
+    /// (`creating` ones are half-made, `removing` ones are going away).
+    pub fn build(eps: &[Endpoint], nets: &[Network]) -> Records {
+        let mut r = Records::default();
+        let by_name: HashMap<&str, &Network> = nets.iter().map(|n| (n.name.as_str(), n)).collect();
+        for ep in eps.iter().filter(|e| e.state == EpState::Ready) {
+            let mut addrs = Vec::new();
+            let mut host_ifs = Vec::new();
+            for a in &ep.attachments {
+                let Some(net) = by_name.get(a.network.as_str()).filter(|n| n.dns) else {
+                    continue;
+                };
+                let gw = net.subnet4().gateway;
+                let idx = match r.by_gateway.get(&gw) {
+                    Some(i) => *i,
+                    None => {
+                        r.nets.push(Net {
+                            name: net.name.to_string(),
+                            gateway: gw,
+                            subnet: net.subnet4().subnet,
+                            internal: net.internal,
+                            upstreams: net.dns_upstreams.clone(),
+                        });
+                        r.by_gateway.insert(gw, r.nets.len() - 1);
+                        r.nets.len() - 1
+                    }
+                };
+                addrs.push((idx, a.ipv4));
+                host_ifs.push(a.host_interface.to_string());
+            }
+            if addrs.is_empty() {
+                continue;
+            }
+            let c = r.ctrs.len();
+            let mut names: Vec<String> = vec![ep.hostname.to_ascii_lowercase()];
+            for a in &ep.aliases {
+                let a = a.to_ascii_lowercase();
+                if !names.contains(&a) {
+                    names.push(a);
+                }
+            }
+            for n in names {
+                let e = r.names.entry(n).or_default();
+                for &(net, ip) in &addrs {
+                    e.push((c, net, ip));
+                }
+            }
+            for &(_, ip) in &addrs {
+                r.by_addr.insert(ip, c);
+            }
+            r.ctrs.push(Ctr {
+                hostname: ep.hostname.clone(),
+                addrs,
+                host_ifs,
+            });
+        }
+        r
+    }
+
+    pub fn nets(&self) -> &[Net] {
+        &self.nets
+    }
+
+    pub fn net(&self, i: usize) -> &Net {
+        &self.nets[i]
+    }
+
+    /// True when some ready endpoint is on a network with DNS on: the daemon has work.
+    pub fn has_endpoints(&self) -> bool {
+        !self.ctrs.is_empty()
+    }
+
+    /// A host-side veth of a ready endpoint that no longer exists in this namespace: its
+    /// container is gone and its poststop is still to come.
+    pub fn dead_endpoint(&self) -> Option<&str> {
+        self.ctrs
+            .iter()
+            .flat_map(|c| c.host_ifs.iter())
+            .find(|i| {
+                let Ok(name) = std::ffi::CString::new(i.as_str()) else {
+                    return false;
+                };
+                // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
+                unsafe { libc::if_nametoindex(name.as_ptr()) == 0 }
+            })
+            .map(String::as_str)
+    }
+
+    /// The gateways to listen on.
+    pub fn gateways(&self) -> Vec<Ipv4Addr> {
+        self.nets.iter().map(|n| n.gateway).collect()
+    }
+
+    /// Who is asking: a query from `src` that arrived on `gateway`. None when that is no
+    /// gateway of ours or `src` is not on that network (another network's container aiming at
+    /// this gateway directly, or an outside host): such queries are refused, so names never
+    /// leak across networks whatever the firewall lets through.
+    pub fn asker(&self, gateway: Ipv4Addr, src: Ipv4Addr) -> Option<Asker> {
+        let arrival = *self.by_gateway.get(&gateway)?;
+        if !self.nets[arrival].subnet.contains(&src) {
+            return None;
+        }
+        let mut visible = vec![arrival];
+        if let Some(&c) = self.by_addr.get(&src) {
+            for &(net, _) in &self.ctrs[c].addrs {
+                if !visible.contains(&net) {
+                    visible.push(net);
+                }
+            }
+        }
+        Some(Asker { arrival, visible })
+    }
+
+    /// Addresses of `name` (lower case, no trailing dot) for `asker`, or None when the name is
+    /// not ours. The arrival network's addresses come first.
+    pub fn lookup(&self, asker: &Asker, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let mut out = Vec::new();
+        if let Some(entries) = self.names.get(name) {
+            for &net in &asker.visible {
+                for &(_, n, ip) in entries {
+                    if n == net && !out.contains(&ip) {
+                        out.push(ip);
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            // NAME.NETWORK (network names may contain dots: try each visible one).
+            for &net in &asker.visible {
+                let suffix = &self.nets[net].name;
+                let Some(prefix) = name
+                    .strip_suffix(suffix.as_str())
+                    .and_then(|p| p.strip_suffix('.'))
+                    .filter(|p| !p.is_empty())
+                else {
+                    continue;
+                };
+                for &(_, n, ip) in self.names.get(prefix).into_iter().flatten() {
+                    if n == net && !out.contains(&ip) {
+                        out.push(ip);
+                    }
+                }
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// The hostname of the container holding `ip`, when `asker` may see it there.
+    pub fn reverse(&self, asker: &Asker, ip: Ipv4Addr) -> Option<&str> {
+        let c = *self.by_addr.get(&ip)?;
+        let ctr = &self.ctrs[c];
+        ctr.addrs
+            .iter()
+            .any(|(net, a)| *a == ip && asker.visible.contains(net))
+            .then_some(ctr.hostname.as_str())
+    }
+
+    /// Whether names the asker's networks do not own may be forwarded, and to which servers
+    /// (None: not at all; an empty list: the host's). An `--internal` network never forwards;
+    /// a container that is also on a network with a way out may (it could reach the world
+    /// anyway). The servers are those of the first such network that names some.
+    pub fn forwarding(&self, asker: &Asker) -> Option<Vec<Ipv4Addr>> {
+        let open: Vec<&Net> = asker
+            .visible
+            .iter()
+            .map(|&i| &self.nets[i])
+            .filter(|n| !n.internal)
+            .collect();
+        if open.is_empty() {
+            return None;
+        }
+        Some(
+            open.iter()
+                .find(|n| !n.upstreams.is_empty())
+                .map(|n| n.upstreams.clone())
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// What identifies a file's content: replaced by rename, it gets a new inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    ino: u64,
+    mtime: i64,
+    mtime_ns: i64,
+    size: u64,
+}
+
+impl FileKey {
+    fn of(m: &std::fs::Metadata) -> FileKey {
+        FileKey {
+            ino: m.ino(),
+            mtime: m.mtime(),
+            mtime_ns: m.mtime_nsec(),
+            size: m.size(),
+        }
+    }
+}
+
+/// Parsed JSON files of one directory, re-read only when a file changed.
+#[derive(Debug)]
+struct DirCache<T> {
+    dir: PathBuf,
+    files: HashMap<PathBuf, (FileKey, Option<T>)>,
+}
+
+impl<T: serde::de::DeserializeOwned + Clone> DirCache<T> {
+    fn new(dir: PathBuf) -> Self {
+        DirCache {
+            dir,
+            files: HashMap::new(),
+        }
+    }
+
+    /// Every parsable `*.json` of the directory (a file being replaced or a bad one is skipped:
+    /// the daemon serves what it can read and never stops over one file).
+    fn scan(&mut self) -> Vec<T> {
+        let mut seen = HashMap::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(_) => {
+                self.files.clear();
+                return Vec::new();
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let key = FileKey::of(&meta);
+            let parsed = match self.files.remove(&path) {
+                Some((k, v)) if k == key => v,
+                _ => std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok()),
+            };
+            seen.insert(path, (key, parsed));
+        }
+        self.files = seen;
+        let mut paths: Vec<&PathBuf> = self.files.keys().collect();
+        paths.sort();
+        paths
+            .into_iter()
+            .filter_map(|p| self.files[p].1.clone())
+            .collect()
+    }
+}
+
+/// The run and config dirs as the daemon reads them.
+#[derive(Debug)]
+pub struct Loader {
+    endpoints: DirCache<Endpoint>,
+    networks: DirCache<Network>,
+    endpoints_dir: PathBuf,
+    networks_dir: PathBuf,
+    /// Modification times of the two directories at the last scan: a create, rename or unlink
+    /// in either changes them, so a poll costs two stats.
+    stamp: Option<(Option<FileKey>, Option<FileKey>)>,
+}
+
+fn dir_key(p: &Path) -> Option<FileKey> {
+    std::fs::metadata(p).ok().map(|m| FileKey::of(&m))
+}
+
+impl Loader {
+    pub fn new(dirs: &Dirs) -> Loader {
+        Loader {
+            endpoints: DirCache::new(dirs.endpoints_dir()),
+            networks: DirCache::new(dirs.networks_dir()),
+            endpoints_dir: dirs.endpoints_dir(),
+            networks_dir: dirs.networks_dir(),
+            stamp: None,
+        }
+    }
+
+    /// True when either directory changed since the last `load`.
+    pub fn changed(&self) -> bool {
+        self.stamp != Some((dir_key(&self.endpoints_dir), dir_key(&self.networks_dir)))
+    }
+
+    pub fn load(&mut self) -> Records {
+        // The stamp first: a change during the scan is seen by the next poll.
+        self.stamp = Some((dir_key(&self.endpoints_dir), dir_key(&self.networks_dir)));
+        let nets = self.networks.scan();
+        let eps = self.endpoints.scan();
+        Records::build(&eps, &nets)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::NetworkSpec;
+    use crate::names::{ContainerId, IfName, Mac, NetworkName};
+    use crate::state::endpoint::Attachment;
+
+    pub fn net(name: &str, subnet: &str, internal: bool, dns: bool) -> Network {
+        NetworkSpec {
+            name: name.into(),
+            subnets: vec![subnet.into()],
+            internal,
+            no_dns: !dns,
+            ..Default::default()
+        }
+        .build(None)
+        .unwrap()
+    }
+
+    pub fn ep(id: &str, aliases: &[&str], on: &[(&str, &str)]) -> Endpoint {
+        Endpoint {
+            id: ContainerId::new(id).unwrap(),
+            state: EpState::Ready,
+            pid: 1,
+            netns: "/x".into(),
+            netns_id: None,
+            hostname: id.into(),
+            aliases: aliases.iter().map(|s| s.to_string()).collect(),
+            files: vec![],
+            source: "attach".into(),
+            attachments: on
+                .iter()
+                .map(|(n, ip)| Attachment {
+                    network: NetworkName::new(n).unwrap(),
+                    interface: IfName::new("eth0").unwrap(),
+                    host_interface: IfName::new("vh").unwrap(),
+                    ipv4: ip.parse().unwrap(),
+                    prefix_len: 24,
+                    gateway: "0.0.0.0".parse().unwrap(),
+                    mac: Mac([2, 0, 0, 0, 0, 1]),
+                    masquerade: true,
+                })
+                .collect(),
+            ports: vec![],
+            created: 0,
+        }
+    }
+
+    pub fn sample() -> Records {
+        let nets = vec![
+            net("a", "10.1.0.0/24", false, true),
+            net("b", "10.2.0.0/24", false, true),
+            net("int", "10.3.0.0/24", true, true),
+            net("off", "10.4.0.0/24", false, false),
+        ];
+        let mut creating = ep("half", &[], &[("a", "10.1.0.9")]);
+        creating.state = EpState::Creating;
+        let eps = vec![
+            ep("web", &["www", "Front"], &[("a", "10.1.0.2")]),
+            ep("db", &[], &[("b", "10.2.0.2")]),
+            ep("both", &[], &[("a", "10.1.0.3"), ("b", "10.2.0.3")]),
+            ep("secret", &[], &[("int", "10.3.0.2")]),
+            ep("nodns", &[], &[("off", "10.4.0.2")]),
+            creating,
+        ];
+        Records::build(&eps, &nets)
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn names_aliases_and_network_suffix() {
+        let r = sample();
+        let web = r.asker(ip("10.1.0.1"), ip("10.1.0.2")).unwrap();
+        assert_eq!(r.lookup(&web, "web"), Some(vec![ip("10.1.0.2")]));
+        assert_eq!(r.lookup(&web, "www"), Some(vec![ip("10.1.0.2")]));
+        assert_eq!(r.lookup(&web, "front"), Some(vec![ip("10.1.0.2")]));
+        assert_eq!(r.lookup(&web, "web.a"), Some(vec![ip("10.1.0.2")]));
+        assert_eq!(r.lookup(&web, "both.a"), Some(vec![ip("10.1.0.3")]));
+        // Only the address on a shared network.
+        assert_eq!(r.lookup(&web, "both"), Some(vec![ip("10.1.0.3")]));
+        assert_eq!(r.lookup(&web, "web.b"), None);
+        assert_eq!(
+            r.lookup(&web, "half"),
+            None,
+            "creating endpoints are not served"
+        );
+        assert_eq!(r.lookup(&web, "nodns"), None, "no DNS on its network");
+        assert_eq!(r.reverse(&web, ip("10.1.0.3")), Some("both"));
+        assert_eq!(r.reverse(&web, ip("10.2.0.3")), None);
+    }
+
+    #[test]
+    fn isolation_and_multi_network_askers() {
+        let r = sample();
+        let db = r.asker(ip("10.2.0.1"), ip("10.2.0.2")).unwrap();
+        assert_eq!(r.lookup(&db, "web"), None);
+        assert_eq!(r.lookup(&db, "www"), None);
+        assert_eq!(r.lookup(&db, "both"), Some(vec![ip("10.2.0.3")]));
+        // A container on both networks sees both, its arrival network's address first.
+        let both = r.asker(ip("10.2.0.1"), ip("10.2.0.3")).unwrap();
+        assert_eq!(r.lookup(&both, "web"), Some(vec![ip("10.1.0.2")]));
+        assert_eq!(r.lookup(&both, "db.b"), Some(vec![ip("10.2.0.2")]));
+        assert_eq!(
+            r.lookup(&both, "both"),
+            Some(vec![ip("10.2.0.3"), ip("10.1.0.3")])
+        );
+        // A query at another network's gateway, or from outside, is nobody's.
+        assert!(r.asker(ip("10.1.0.1"), ip("10.2.0.2")).is_none());
+        assert!(r.asker(ip("10.1.0.1"), ip("192.0.2.2")).is_none());
+        assert!(r.asker(ip("10.4.0.1"), ip("10.4.0.2")).is_none());
+        // The host itself (from the gateway address) sees the arrival network.
+        let host = r.asker(ip("10.1.0.1"), ip("10.1.0.1")).unwrap();
+        assert_eq!(r.lookup(&host, "web"), Some(vec![ip("10.1.0.2")]));
+    }
+
+    #[test]
+    fn internal_networks_do_not_forward() {
+        let r = sample();
+        let secret = r.asker(ip("10.3.0.1"), ip("10.3.0.2")).unwrap();
+        assert_eq!(r.lookup(&secret, "secret"), Some(vec![ip("10.3.0.2")]));
+        assert_eq!(r.forwarding(&secret), None);
+        let web = r.asker(ip("10.1.0.1"), ip("10.1.0.2")).unwrap();
+        assert_eq!(r.forwarding(&web), Some(vec![]));
+        assert!(r.has_endpoints());
+        assert_eq!(r.gateways().len(), 3);
+    }
+
+    #[test]
+    fn upstreams_come_from_the_network() {
+        let mut a = net("a", "10.1.0.0/24", false, true);
+        a.dns_upstreams = vec![ip("192.0.2.53")];
+        let r = Records::build(&[ep("web", &[], &[("a", "10.1.0.2")])], &[a]);
+        let web = r.asker(ip("10.1.0.1"), ip("10.1.0.2")).unwrap();
+        assert_eq!(r.forwarding(&web), Some(vec![ip("192.0.2.53")]));
+        assert!(!Records::build(&[], &[]).has_endpoints());
+    }
+}
