@@ -81,3 +81,53 @@ fn check_finds_a_gone_container_and_gc_releases_it() {
     assert!(wait_until(std::time::Duration::from_secs(3), || !sb.masq4_has(ip)));
     sb.nethook(&["check"]).ok();
 }
+
+#[test]
+fn doctor_reports_forwarding_and_kernel_features_and_leaves_nothing() {
+    if !can_run("doctor_fwd", &["ip", "nft", "nsenter"]) {
+        return;
+    }
+    let sb = Sandbox::new("docfwd");
+    let line = |out: &str, check: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(check))
+            .unwrap_or_default()
+            .to_string()
+    };
+    sb.sh(&["sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"])
+        .ok();
+    let r = sb.nethook(&["doctor"]).ok();
+    assert!(
+        line(&r.stdout, "ip_forward").starts_with("warn"),
+        "{}",
+        r.stdout
+    );
+    sb.sh(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
+        .ok();
+    let r = sb.nethook(&["doctor"]).ok();
+    assert!(
+        line(&r.stdout, "ip_forward").starts_with("ok"),
+        "{}",
+        r.stdout
+    );
+    // The kernel probe ran in a scratch namespace: bridge and veth reported, nothing left here.
+    for kind in ["bridge", "veth"] {
+        assert!(
+            line(&r.stdout, kind).starts_with("ok"),
+            "{kind}: {}",
+            r.stdout
+        );
+    }
+    for kind in ["vxlan", "macvlan", "ipvlan"] {
+        assert!(
+            !line(&r.stdout, kind).is_empty(),
+            "{kind} not reported: {}",
+            r.stdout
+        );
+    }
+    assert_eq!(
+        sb.link_names(),
+        ["lo".to_string()].into_iter().collect(),
+        "doctor left links behind"
+    );
+}

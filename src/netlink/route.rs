@@ -339,6 +339,73 @@ impl RouteSocket {
     }
 }
 
+/// Link kinds `doctor` checks the kernel for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    Bridge,
+    Veth,
+    Vxlan,
+    Macvlan,
+    Ipvlan,
+}
+
+impl ProbeKind {
+    pub const ALL: [ProbeKind; 5] = [
+        ProbeKind::Bridge,
+        ProbeKind::Veth,
+        ProbeKind::Vxlan,
+        ProbeKind::Macvlan,
+        ProbeKind::Ipvlan,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Bridge => "bridge",
+            ProbeKind::Veth => "veth",
+            ProbeKind::Vxlan => "vxlan",
+            ProbeKind::Macvlan => "macvlan",
+            ProbeKind::Ipvlan => "ipvlan",
+        }
+    }
+}
+
+impl RouteSocket {
+    /// Create a throwaway link of `kind` (macvlan and ipvlan on a veth parent), then delete
+    /// it: the only sure test that the kernel has the driver. Run it in a scratch namespace.
+    pub fn probe_kind(&self, kind: ProbeKind) -> std::result::Result<(), String> {
+        use netlink_packet_route::link::{IpVlanMode, MacVlanMode};
+        use rtnetlink::{LinkIpVlan, LinkMacVlan, LinkVeth, LinkVxlan};
+        let name = format!("nhprobe-{}", kind.name());
+        let parent = || -> std::result::Result<u32, String> {
+            // A veth as the parent: some kernels (this one) have no dummy driver.
+            let req = self
+                .handle
+                .link()
+                .add(LinkVeth::new("nhprobe-parent", "nhprobe-pp").build());
+            match self.run(req.execute()) {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                Err(e) => return Err(format!("veth parent: {}", errno_text(&e))),
+            }
+            self.link_by_name("nhprobe-parent")
+                .map_err(|e| e.to_string())?
+                .map(|l| l.index)
+                .ok_or("no parent".to_string())
+        };
+        let msg = match kind {
+            ProbeKind::Bridge => LinkBridge::new(&name).build(),
+            ProbeKind::Veth => LinkVeth::new(&name, "nhprobe-peer").build(),
+            ProbeKind::Vxlan => LinkVxlan::new(&name, 42).build(),
+            ProbeKind::Macvlan => LinkMacVlan::new(&name, parent()?, MacVlanMode::Bridge).build(),
+            ProbeKind::Ipvlan => LinkIpVlan::new(&name, parent()?, IpVlanMode::L2).build(),
+        };
+        let r = self
+            .run(self.handle.link().add(msg).execute())
+            .map_err(|e| errno_text(&e));
+        let _ = self.delete_link_by_name(&name);
+        r
+    }
+}
+
 /// The arguments of `create_veth`.
 pub struct VethSpec<'a> {
     pub host_name: &'a IfName,

@@ -1,6 +1,7 @@
 //! `doctor`: what in this kernel and namespace helps or blocks networking, and what to do.
 
 use crate::firewall::Firewall;
+use crate::netlink::route::{ProbeKind, RouteSocket};
 use crate::state::Dirs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -30,6 +31,73 @@ fn writable_dir(path: &std::path::Path) -> Result<(), String> {
     std::fs::write(&probe, b"").map_err(|e| format!("{}: {e}", path.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
+}
+
+/// Which link kinds the kernel can make, probed in a scratch network namespace owned by a
+/// forked child (so nothing appears in, or is left in, the namespace being diagnosed).
+fn probe_kernel() -> Vec<(ProbeKind, Result<(), String>)> {
+    use std::io::{Read, Write};
+    let (mut rd, mut wr) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            return ProbeKind::ALL
+                .iter()
+                .map(|k| (*k, Err(e.to_string())))
+                .collect()
+        }
+    };
+    // SAFETY: single-threaded process; the child only runs code that is safe after fork and
+    // leaves with _exit.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(rd);
+            let mut out = String::new();
+            let ok = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).is_ok();
+            let sock = if ok { RouteSocket::open().ok() } else { None };
+            for k in ProbeKind::ALL {
+                let r = match &sock {
+                    Some(s) => s.probe_kind(k),
+                    None => Err("cannot make a scratch network namespace".into()),
+                };
+                out.push_str(&format!("{}\t{}\n", k.name(), r.err().unwrap_or_default()));
+            }
+            let _ = wr.write_all(out.as_bytes());
+            // SAFETY: leave the child without the parent's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(wr);
+            let mut text = String::new();
+            let _ = rd.read_to_string(&mut text);
+            let _ = nix::sys::wait::waitpid(child, None);
+            ProbeKind::ALL
+                .iter()
+                .map(|k| {
+                    let line = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix(&format!("{}\t", k.name())));
+                    let r = match line {
+                        Some("") => Ok(()),
+                        Some(e) => Err(e.to_string()),
+                        None => Err("probe did not answer".to_string()),
+                    };
+                    (*k, r)
+                })
+                .collect()
+        }
+        Err(e) => ProbeKind::ALL
+            .iter()
+            .map(|k| (*k, Err(e.desc().to_string())))
+            .collect(),
+    }
+}
+
+fn in_path(prog: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
 }
 
 pub fn run(dirs: &Dirs) -> Vec<Item> {
@@ -74,6 +142,62 @@ pub fn run(dirs: &Dirs) -> Vec<Item> {
             ),
         ),
         Err(e) => add(Level::Warn, "other firewalls", e.to_string()),
+    }
+    for (kind, r) in probe_kernel() {
+        let needed = matches!(kind, ProbeKind::Bridge | ProbeKind::Veth);
+        match r {
+            Ok(()) => add(
+                Level::Ok,
+                kind.name(),
+                "the kernel can make these links".into(),
+            ),
+            Err(e) => add(
+                if needed { Level::Fail } else { Level::Warn },
+                kind.name(),
+                format!(
+                    "the kernel refuses this link type ({e}): {}",
+                    if needed {
+                        "bridge networks cannot work; load the module or use another kernel"
+                    } else {
+                        "networks of this driver cannot be used here"
+                    }
+                ),
+            ),
+        }
+    }
+    add(
+        Level::Ok,
+        "macvlan note",
+        "the host cannot reach its own macvlan children through the parent interface (a kernel rule); reach them from another host".into(),
+    );
+    let runtimes: Vec<String> = ["runc", "crun", "podman"]
+        .iter()
+        .filter_map(|r| in_path(r).map(|p| format!("{r} ({})", p.display())))
+        .collect();
+    if runtimes.is_empty() {
+        add(
+            Level::Warn,
+            "runtimes",
+            "no runc, crun or podman in PATH: nethook attach still works by hand".into(),
+        );
+    } else {
+        add(Level::Ok, "runtimes", runtimes.join(", "));
+    }
+    let hooks =
+        std::path::Path::new("/usr/share/containers/oci/hooks.d/50-nethook-create-runtime.json");
+    if hooks.exists() {
+        add(
+            Level::Ok,
+            "podman hooks",
+            format!("{} installed", hooks.display()),
+        );
+    } else if in_path("podman").is_some() {
+        add(
+            Level::Warn,
+            "podman hooks",
+            "not installed: run contrib/install.sh so podman runs nethook for annotated containers"
+                .into(),
+        );
     }
     match read("/proc/sys/net/ipv4/ip_forward").as_deref() {
         Some("1") => add(Level::Ok, "ip_forward", "1".into()),
