@@ -539,6 +539,7 @@ class Nethook(Tool):
     key = "nethook"
     label = "nethook"
     network = "bench"
+    dns = False  # like netavark's dns_enabled: false; only the DNS case turns it on
 
     def __init__(self, wait_link_gone=True, key=None, label=None):
         if key:
@@ -555,7 +556,8 @@ class Nethook(Tool):
 
     def prepare(self):
         must(
-            spawn(self.argv0 + ["network", "create", self.network, "--subnet", SUBNET]),
+            spawn(self.argv0 + ["network", "create", self.network, "--subnet", SUBNET]
+                  + ([] if self.dns else ["--no-dns"])),
             "nethook network create",
         )
 
@@ -1332,8 +1334,52 @@ def case_iperf(res, tool_names):
     res["throughput"] = out
 
 
-def case_dns(res):
-    """aardvark-dns 1.4 answering container-name queries with N records; nethook: pending."""
+DNSPERF_ARGS = ["-c", "4", "-q", "64"]
+
+
+def dns_queries(path, n):
+    """20000 A queries for random existing names ctr0..ctr{n-1} (same seed: same file for both)."""
+    rng = random.Random(Cfg.seed)
+    with open(path, "w") as f:
+        for _ in range(20000):
+            f.write(f"ctr{rng.randrange(n)} A\n")
+
+
+def dnsperf(cli_path, qfile):
+    """dnsperf from the client container's netns against GATEWAY:53; the figures we report."""
+    with netns(cli_path):
+        r = spawn(
+            [DNSPERF, "-s", GATEWAY, "-d", qfile, "-l", str(Cfg.dns_time)] + DNSPERF_ARGS + ["-v"],
+            timeout=Cfg.dns_time + 30,
+        )
+    text = r.out.decode(errors="replace")
+    lat = [float(m.group(2)) for m in re.finditer(r"^> (\S+) \S+ A ([0-9.]+)$", text, re.M)]
+    rcodes = {}
+    for m in re.finditer(r"^> (\S+) ", text, re.M):
+        rcodes[m.group(1)] = rcodes.get(m.group(1), 0) + 1
+    qps = re.search(r"Queries per second:\s+([0-9.]+)", text)
+    lost = re.search(r"Queries lost:\s+(\d+)", text)
+    out = {
+        "qps": round(float(qps.group(1)), 1) if qps else None,
+        "latency_ms": stats(lat) if lat else None,
+        "rcodes": rcodes,
+        "lost": int(lost.group(1)) if lost else None,
+        "dnsperf": " ".join(DNSPERF_ARGS + ["-l", str(Cfg.dns_time)]),
+    }
+    if out["qps"] is None:
+        out["status"] = "failed"
+        out["reason"] = r.errline()
+    return out
+
+
+def _dns_log(who, e):
+    lat = e.get("latency_ms") or {}
+    log(f"dns/{who}: {e.get('qps')} qps, median {lat.get('median', '-')} ms, p99 {lat.get('p99', '-')} ms, "
+        f"lost {e.get('lost')}, rcodes {e.get('rcodes')}")
+
+
+def dns_aardvark():
+    """aardvark-dns answering container-name queries with N records (its config file written directly)."""
     entry = {"label": "aardvark-dns", "status": "ok", "records": Cfg.dns_records}
 
     class DnsNet(Raw):
@@ -1356,10 +1402,7 @@ def case_dns(res):
         with open(os.path.join(conf, "bench"), "w") as f:
             f.write("\n".join(lines) + "\n")
         qfile = os.path.join(raw.dir, "queries.txt")
-        rng = random.Random(Cfg.seed)
-        with open(qfile, "w") as f:
-            for _ in range(20000):
-                f.write(f"ctr{rng.randrange(n)} A\n")
+        dns_queries(qfile, n)
         with netns(raw.sb):
             r = spawn([AARDVARK, "--config", conf, "-p", "53", "run"], timeout=10)
             if not r.ok:
@@ -1370,41 +1413,118 @@ def case_dns(res):
         except (OSError, ValueError):
             pass
         time.sleep(0.3)
-        with netns(cli.path):
-            r = spawn(
-                [DNSPERF, "-s", GATEWAY, "-d", qfile, "-l", str(Cfg.dns_time), "-c", "4", "-q", "64", "-v"],
-                timeout=Cfg.dns_time + 30,
-            )
-        text = r.out.decode(errors="replace")
-        lat = [float(m.group(2)) for m in re.finditer(r"^> (\S+) \S+ A ([0-9.]+)$", text, re.M)]
-        rcodes = {}
-        for m in re.finditer(r"^> (\S+) ", text, re.M):
-            rcodes[m.group(1)] = rcodes.get(m.group(1), 0) + 1
-        qps = re.search(r"Queries per second:\s+([0-9.]+)", text)
-        lost = re.search(r"Queries lost:\s+(\d+)", text)
-        entry.update(
-            {
-                "qps": round(float(qps.group(1)), 1) if qps else None,
-                "latency_ms": stats([x for x in lat]) if lat else None,
-                "rcodes": rcodes,
-                "lost": int(lost.group(1)) if lost else None,
-                "dnsperf": f"-c 4 -q 64 -l {Cfg.dns_time}",
-            }
-        )
-        if entry["qps"] is None:
-            entry["status"] = "failed"
-            entry["reason"] = r.errline()
-        log(f"dns/aardvark: {entry.get('qps')} qps, p99 {entry['latency_ms']['p99'] if lat else '-'} ms")
+        entry.update(dnsperf(cli.path, qfile))
+        _dns_log("aardvark", entry)
     except Exception as e:
         entry["status"] = "failed"
         entry["reason"] = str(e)[:300]
-        log(f"dns: failed: {e}")
+        log(f"dns/aardvark: failed: {e}")
     finally:
         raw.close()
-    res["dns"] = {
-        "aardvark": entry,
-        "nethook": {"status": "pending", "reason": "nethook has no DNS yet (issue 5)"},
-    }
+    return entry
+
+
+def nethook_dns_pids(run_dir):
+    """`nethook dns serve` processes of this run-dir (the daemon is double-forked, not our child)."""
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"dns" in argv and b"serve" in argv and run_dir.encode() in argv and not _zombie(int(p)):
+            found.append(int(p))
+    return found
+
+
+def dns_nethook():
+    """nethook's own daemon: N namespaces `nethook attach`ed with --hostname ctrI (the first attach
+    starts `nethook dns serve`), a client netns attached too; dnsperf from the client asks GATEWAY:53,
+    which nftables redirects to the daemon on GATEWAY:15353. Then every endpoint is detached and the
+    daemon must exit by itself."""
+    n = Cfg.dns_records
+    entry = {"label": "nethook", "status": "ok", "records": n, "records_how": f"{n} netns, one hostname each"}
+
+    class DnsNethook(Nethook):
+        network = "benchdns"
+        dns = True
+
+    nh = DnsNethook(wait_link_gone=False, key="dnsnh", label="nethook")
+    attached = []
+    try:
+        nh.open()  # `network create` with DNS on (the default)
+        srv = nh.new_ctrs(n)
+        (cli,) = nh.new_ctrs(1)
+
+        def attach(c, host):
+            r = spawn(nh.argv0 + ["attach", c.path, "--network", nh.network, "--id", c.id,
+                                  "--hostname", host, "-q"])
+            if not r.ok:
+                raise RuntimeError(f"nethook attach {c.id}: {short_err(r.errline())}")
+            attached.append(c)
+            return r.dt
+
+        t0 = time.perf_counter()
+        dts = []
+        with netns(nh.sb):
+            for i, c in enumerate(srv):
+                dts.append(attach(c, f"ctr{i}"))
+            attach(cli, "dnsclient")
+        entry["attach_total_s"] = round(time.perf_counter() - t0, 2)
+        entry["attach_ms"] = stats(dts)
+        pids = nethook_dns_pids(nh.run)
+        for p in pids:
+            REG.add_pid(p)
+        if not pids:
+            raise RuntimeError("no `nethook dns serve` process after the attaches")
+        entry["daemon_pids"] = len(pids)
+        log(f"dns/nethook: {n + 1} endpoints attached in {entry['attach_total_s']} s "
+            f"(median {entry['attach_ms']['median']} ms each), daemon pid {pids}")
+        time.sleep(0.6)  # the daemon reloads records on a 250 ms tick
+        qfile = os.path.join(nh.dir, "queries.txt")
+        dns_queries(qfile, n)
+        entry.update(dnsperf(cli.path, qfile))
+        _dns_log("nethook", entry)
+    except Exception as e:
+        entry["status"] = "failed"
+        entry["reason"] = str(e)[:300]
+        log(f"dns/nethook: failed: {e}")
+    finally:
+        bad = 0
+        t0 = time.perf_counter()
+        with netns(nh.sb):
+            for c in attached:
+                if not spawn(nh.argv0 + ["detach", c.id, "-q"]).ok:
+                    bad += 1
+        entry["detach_total_s"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        left = nethook_dns_pids(nh.run)
+        while left and time.perf_counter() - t0 < 5.0:
+            time.sleep(0.1)
+            left = nethook_dns_pids(nh.run)
+        entry["daemon_exit_s"] = round(time.perf_counter() - t0, 2) if not left else None
+        if bad:
+            log(f"dns/nethook: {bad} detaches failed")
+            entry["detach_failed"] = bad
+        if left:
+            log(f"dns/nethook: daemon {left} still running 5 s after the last detach; killing it")
+            entry["daemon_left"] = left
+            kill_pids(left)
+        else:
+            log(f"dns/nethook: {len(attached)} detached in {entry['detach_total_s']} s; "
+                f"daemon gone {entry['daemon_exit_s']} s after the last detach")
+        nh.close()
+    return entry
+
+
+def case_dns(res):
+    """Container-name queries, N records: aardvark-dns 1.4 and nethook's daemon, same dnsperf run."""
+    res["dns"] = {"aardvark": dns_aardvark()}
+    wait_quiet()
+    res["dns"]["nethook"] = dns_nethook()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1623,19 +1743,32 @@ def write_markdown(res, path):
         L.append("")
     dn = res.get("dns")
     if dn:
-        a = dn["aardvark"]
         L.append("## DNS: container-name queries\n")
         L.append("| server | records | qps | latency median (ms) | p99 (ms) | lost |")
         L.append("| --- | ---: | ---: | ---: | ---: | ---: |")
-        if a.get("status") == "ok":
-            lat = a.get("latency_ms") or {}
+        for k in ("aardvark", "nethook"):
+            a = dn.get(k)
+            if not a:
+                continue
+            if a.get("status") == "ok":
+                lat = a.get("latency_ms") or {}
+                L.append(
+                    f"| {a['label']} | {a['records']} | {fmt(a['qps'])} | {fmt(lat.get('median'), 2)} | "
+                    f"{fmt(lat.get('p99'), 2)} | {a.get('lost')} |"
+                )
+            else:
+                L.append(f"| {a.get('label', k)} | {a.get('records', '–')} | {a.get('status')}: "
+                         f"{a.get('reason', '')} | | | |")
+        nh = dn.get("nethook", {})
+        if nh.get("status") == "ok":
+            L.append("")
             L.append(
-                f"| aardvark-dns | {a['records']} | {fmt(a['qps'])} | {fmt(lat.get('median'))} | "
-                f"{fmt(lat.get('p99'))} | {a.get('lost')} |"
+                f"dnsperf {nh.get('dnsperf')} from a container netns to {GATEWAY}:53, random existing names. "
+                f"nethook: {nh['records_how']}, attached in {nh.get('attach_total_s')} s, detached in "
+                f"{nh.get('detach_total_s')} s; "
+                + (f"daemon exited {nh['daemon_exit_s']} s after the last detach."
+                   if nh.get("daemon_exit_s") is not None else "daemon did NOT exit after the last detach.")
             )
-        else:
-            L.append(f"| aardvark-dns | {a.get('records')} | {a.get('status')}: {a.get('reason', '')} | | | |")
-        L.append(f"| nethook | – | pending | | | ({dn['nethook']['reason']}) |")
         L.append("")
     L.append("n/a: the tool cannot do the case (reason given); pending: nethook does not have the feature yet.\n")
     with open(path, "w") as f:
