@@ -108,13 +108,22 @@ pub fn lock_holder(dirs: &Dirs) -> Option<u32> {
     (fl.l_type != libc::F_UNLCK as libc::c_short && fl.l_pid > 0).then_some(fl.l_pid as u32)
 }
 
-/// Attach and detach call this once their record is written or removed: the daemon (if it
-/// runs) reloads. When none runs, one is started if `dns` (attach: the endpoint is on a
-/// network with DNS on), or if some DNS-enabled endpoint remains (detach: a daemon that
-/// handed over, see `server`, is replaced here). Never fails the caller: a DNS problem is one
-/// warning line on stderr, and the container gets its network all the same.
-pub fn endpoint_changed(dirs: &Dirs, id: &ContainerId, dns: bool) {
-    if let Err(e) = notify(dirs, dns) {
+/// What happened to an endpoint, for `endpoint_changed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Attached,
+    Detached,
+}
+
+/// Attach and detach call this once their record is written or removed, with `dns` true when
+/// the endpoint is on a network with DNS on. A running daemon reloads. Without one: an attach
+/// of a DNS endpoint starts it; a detach of one starts it only if DNS endpoints remain (a
+/// daemon that handed over, see `server`, is replaced here). An endpoint without DNS never
+/// costs more than the daemon look-up: no scan of the records, so attach and detach stay flat
+/// however many endpoints exist. Never fails the caller: a DNS problem is one warning line on
+/// stderr, and the container gets its network all the same.
+pub fn endpoint_changed(dirs: &Dirs, id: &ContainerId, dns: bool, event: Event) {
+    if let Err(e) = notify(dirs, dns, event) {
         eprintln!("nethook: container {id}: dns: {e}");
     }
 }
@@ -122,10 +131,10 @@ pub fn endpoint_changed(dirs: &Dirs, id: &ContainerId, dns: bool) {
 /// `restore`: start the daemon if DNS-enabled endpoints exist and none runs (after a reboot
 /// the run dir is gone too, so this matters after a kill or a crash).
 pub fn ensure_running(dirs: &Dirs) -> Result<()> {
-    notify(dirs, false)
+    notify(dirs, true, Event::Detached)
 }
 
-fn notify(dirs: &Dirs, dns: bool) -> Result<()> {
+fn notify(dirs: &Dirs, dns: bool, event: Event) -> Result<()> {
     if let Some(pid) = lock_holder(dirs) {
         // ESRCH: it just exited; its successor (if any) loads the records itself.
         let _ = nix::sys::signal::kill(
@@ -134,8 +143,11 @@ fn notify(dirs: &Dirs, dns: bool) -> Result<()> {
         );
         return Ok(());
     }
-    // Without a daemon only (the rare case): a look at every record.
-    if dns || records::Loader::new(dirs).load().has_endpoints() {
+    if !dns {
+        return Ok(());
+    }
+    // Without a daemon (the rare case after a detach): a look at every record.
+    if event == Event::Attached || records::Loader::new(dirs).load().has_endpoints() {
         spawn(dirs)?;
     }
     Ok(())

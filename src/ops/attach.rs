@@ -289,7 +289,12 @@ fn run(
     ep.state = EpState::Ready;
     endpoint::save(dirs, &ep)?;
     // DNS: the daemon reloads, or starts for a first DNS-enabled endpoint (never fails attach).
-    crate::dns::endpoint_changed(dirs, &req.id, nets.iter().any(|n| n.dns));
+    crate::dns::endpoint_changed(
+        dirs,
+        &req.id,
+        nets.iter().any(|n| n.dns),
+        crate::dns::Event::Attached,
+    );
     Ok(ep)
 }
 

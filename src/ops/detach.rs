@@ -124,7 +124,14 @@ pub fn detach_locked(
         errs.note(endpoint::save(dirs, &rec));
     }
     // DNS: the daemon (if one runs) drops the names now the record is gone or trimmed.
-    crate::dns::endpoint_changed(dirs, &ep.id, false);
+    // A network file that is gone counts as DNS on: the daemon check is cheap, a lost name is not.
+    let dns = gone.iter().any(|a| {
+        crate::config::load(dirs, &a.network)
+            .ok()
+            .flatten()
+            .is_none_or(|n| n.dns)
+    });
+    crate::dns::endpoint_changed(dirs, &ep.id, dns, crate::dns::Event::Detached);
     errs.into_result()
 }
 
