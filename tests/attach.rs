@@ -87,10 +87,15 @@ fn attach_ps_reach_and_detach() {
     assert_eq!(r["netns"], xp.as_str());
     assert_eq!(r["state"], "ready");
 
-    // ps, as a table: a header and one row.
+    // ps, as a table: a header, one row, and the DNS daemon serving it (web has DNS on).
     let t = sb.nethook(&["ps"]).ok();
     let lines: Vec<&str> = t.stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{}", t.stdout);
+    assert_eq!(lines.len(), 3, "{}", t.stdout);
+    assert!(
+        lines[2].starts_with("dns daemon: running, pid "),
+        "{}",
+        t.stdout
+    );
     for h in ["ID", "NETWORK", "INTERFACE", "IPV4", "MAC", "STATE"] {
         assert!(lines[0].split_whitespace().any(|w| w == h), "{}", lines[0]);
     }
@@ -112,7 +117,7 @@ fn attach_ps_reach_and_detach() {
             .stdout
             .lines()
             .count(),
-        2
+        3
     );
     let other = sb
         .nethook(&["--format", "json", "ps", "--network", "other"])

@@ -202,6 +202,15 @@ pub fn ps(dirs: &Dirs, format: Format, c: &PsCmd) -> anyhow::Result<()> {
             ]
         },
     );
+    // Under the table (the JSON list keeps its fixed shape; `dns status` has it as JSON): the
+    // DNS daemon that serves these endpoints' names.
+    if format == Format::Table && !rows.is_empty() {
+        let st = crate::dns::status(dirs);
+        match st.pid {
+            Some(pid) => println!("dns daemon: running, pid {pid}, port {}", st.port),
+            None => println!("dns daemon: not running"),
+        }
+    }
     Ok(())
 }
 
