@@ -80,6 +80,7 @@ impl Driver for Bridge {
         &self,
         ctx: &Ctx,
         net: &Network,
+        bridge: u32,
         att: &Attachment,
         default_route: bool,
         made: &mut Vec<Made>,
@@ -91,20 +92,13 @@ impl Driver for Bridge {
                 "give the container one",
             )
         })?;
-        let bridge = ctx.host.link_by_name(net.bridge.as_str())?.ok_or_else(|| {
-            Error::kernel(
-                format!("bridge {}", net.bridge),
-                "does not exist",
-                "run 'nethook restore'",
-            )
-        })?;
         if !net.internal {
             // Routed traffic out of the bridge needs forwarding in the host namespace.
             ensure_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
         }
         let spec = VethSpec {
             host_name: &att.host_interface,
-            controller: bridge.index,
+            controller: bridge,
             peer_name: &att.interface,
             peer_netns: ns.fd(),
             peer_mac: att.mac,

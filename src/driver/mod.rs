@@ -39,12 +39,14 @@ impl Ctx {
 }
 
 pub trait Driver {
-    /// Make the links of one attachment. On error, whatever this call made is already undone
-    /// or recorded in `made` for the caller's rollback.
+    /// Make the links of one attachment on the network's host-side link `host_link` (its
+    /// index, as the caller just ensured it: the bridge). On error, whatever this call made is
+    /// already undone or recorded in `made` for the caller's rollback.
     fn setup(
         &self,
         ctx: &Ctx,
         net: &Network,
+        host_link: u32,
         att: &Attachment,
         default_route: bool,
         made: &mut Vec<Made>,

@@ -225,15 +225,16 @@ fn run(
     // 2. Links.
     let mut bridges_made = Vec::new();
     for (i, (net, att)) in nets.iter().zip(&ep.attachments).enumerate() {
-        {
+        let bridge = {
             let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
-            let (_, created) = driver::bridge::ensure_bridge(&ctx.host, net)?;
+            let (index, created) = driver::bridge::ensure_bridge(&ctx.host, net)?;
             if created {
                 bridges_made.push(net);
             }
-        }
+            index
+        };
         let mut made = Vec::new();
-        let r = driver::for_network(net).setup(ctx, net, att, i == 0, &mut made);
+        let r = driver::for_network(net).setup(ctx, net, bridge, att, i == 0, &mut made);
         undo.push(Undo::Links(made));
         r?;
         if i == 0 && !ep.ports.is_empty() {
