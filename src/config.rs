@@ -3,10 +3,10 @@
 use crate::error::{Error, Result};
 use crate::names::{fnv1a, IfName, Mac, NetworkName};
 use crate::state::{self, Dirs};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The name of the network used when a container names none.
 pub const DEFAULT_NETWORK: &str = "nethook";
@@ -43,6 +43,75 @@ impl std::str::FromStr for DriverKind {
     }
 }
 
+impl DriverKind {
+    /// Drivers whose containers get an interface and addresses of their own.
+    pub fn has_interfaces(self) -> bool {
+        matches!(self, DriverKind::Bridge | DriverKind::Macvlan)
+    }
+}
+
+impl std::fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DriverKind::Bridge => "bridge",
+            DriverKind::Macvlan => "macvlan",
+            DriverKind::Overlay => "overlay",
+            DriverKind::Host => "host",
+            DriverKind::None => "none",
+        })
+    }
+}
+
+/// How a macvlan child talks to its siblings on the same parent (the kernel's modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MacvlanMode {
+    /// Siblings reach each other directly inside the parent (the default, as in Docker).
+    Bridge,
+    /// No traffic between siblings, not even through an outside switch.
+    Private,
+    /// Sibling traffic goes out to the switch (which must hairpin it).
+    Vepa,
+    /// One child owns the parent outright (its MAC too).
+    Passthru,
+}
+
+impl std::str::FromStr for MacvlanMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "bridge" => MacvlanMode::Bridge,
+            "private" => MacvlanMode::Private,
+            "vepa" => MacvlanMode::Vepa,
+            "passthru" => MacvlanMode::Passthru,
+            _ => {
+                return Err(Error::invalid(
+                    format!("macvlan mode {s:?}"),
+                    "is not a macvlan mode",
+                    "use bridge, private, vepa or passthru",
+                ))
+            }
+        })
+    }
+}
+
+/// The IPv6 subnet of a dual-stack network and its gateway. A container's IPv6 address is
+/// derived from its IPv4 lease (same offset into the subnet), so one lease holds both and
+/// neither can leak without the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet6 {
+    pub subnet: Ipv6Net,
+    pub gateway: Ipv6Addr,
+}
+
+impl Subnet6 {
+    /// The IPv6 address that goes with IPv4 lease `ip` of `v4`.
+    pub fn address_for(&self, v4: &Ipv4Net, ip: Ipv4Addr) -> Ipv6Addr {
+        let offset = u128::from(u32::from(ip) - u32::from(v4.network()));
+        Ipv6Addr::from(u128::from(self.subnet.network()) + offset)
+    }
+}
+
 /// One IPv4 subnet of a network and its gateway (the bridge's address).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subnet4 {
@@ -58,11 +127,24 @@ pub struct Subnet4 {
 pub struct Network {
     pub name: NetworkName,
     pub driver: DriverKind,
+    /// Exactly one for bridge and macvlan networks, none for host and none.
+    #[serde(default)]
     pub subnets: Vec<Subnet4>,
-    pub bridge: IfName,
+    /// At most one: the network is dual-stack when present.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets6: Vec<Subnet6>,
+    /// The bridge of a bridge network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<IfName>,
     /// Fixed bridge MAC: without one the bridge takes its lowest port MAC, which changes when
     /// that container leaves and makes every other container's gateway ARP entry stale.
-    pub bridge_mac: Mac,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge_mac: Option<Mac>,
+    /// The host interface a macvlan network's containers hang off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<IfName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macvlan_mode: Option<MacvlanMode>,
     #[serde(default)]
     pub internal: bool,
     #[serde(default = "yes")]
@@ -110,8 +192,72 @@ pub struct NetworkSpec {
     pub icc: Option<bool>,
     pub mtu: Option<u32>,
     pub bridge: Option<String>,
+    /// `--parent IF` of a macvlan network.
+    pub parent: Option<String>,
+    /// `--mode` of a macvlan network.
+    pub macvlan_mode: Option<String>,
     pub labels: Vec<String>,
     pub opts: Vec<String>,
+}
+
+/// Longest IPv6 prefix a network may have: /120 leaves 256 addresses, room for the IPv4
+/// leases of a /24 (the IPv6 address is derived from the IPv4 one).
+pub const MAX_PREFIX6: u8 = 120;
+/// The smallest MTU IPv6 allows on a link (RFC 8200).
+pub const MIN_MTU_IPV6: u32 = 1280;
+
+pub fn parse_ipv6_net(s: &str) -> Result<Ipv6Net> {
+    let net: Ipv6Net = s.parse().map_err(|_| {
+        Error::invalid(
+            format!("subnet {s:?}"),
+            "is not an IPv6 CIDR",
+            "write it like fd00:90::/64",
+        )
+    })?;
+    if net.network() != net.addr() {
+        return Err(Error::invalid(
+            format!("subnet {s}"),
+            format!("has host bits set (the network is {})", net.trunc()),
+            format!("use {}", net.trunc()),
+        ));
+    }
+    if net.prefix_len() > MAX_PREFIX6 {
+        return Err(Error::invalid(
+            format!("subnet {s}"),
+            format!("is longer than /{MAX_PREFIX6}"),
+            format!("use a prefix of /{MAX_PREFIX6} or shorter (/64 is usual)"),
+        ));
+    }
+    let a = net.network();
+    if a.is_multicast()
+        || a.is_loopback()
+        || a.is_unspecified()
+        || (a.segments()[0] & 0xffc0) == 0xfe80
+    {
+        return Err(Error::invalid(
+            format!("subnet {s}"),
+            "is not a unicast global or unique-local prefix",
+            "use a ULA prefix like fd00:90::/64 or one of your global prefixes",
+        ));
+    }
+    Ok(net)
+}
+
+/// A stable ULA /64 for a network (RFC 4193 shape, the global ID from the network's name).
+fn auto_subnet6(name: &NetworkName) -> Ipv6Net {
+    let h = fnv1a(&["ula", name.as_str()]).to_be_bytes();
+    let seg = |a: u8, b: u8| (u16::from(a) << 8) | u16::from(b);
+    let addr = Ipv6Addr::new(
+        0xfd00 | u16::from(h[0]),
+        seg(h[1], h[2]),
+        seg(h[3], h[4]),
+        0,
+        0,
+        0,
+        0,
+        0,
+    );
+    Ipv6Net::new(addr, 64).expect("/64 is valid")
 }
 
 pub fn parse_ipv4_net(s: &str) -> Result<Ipv4Net> {
@@ -119,7 +265,7 @@ pub fn parse_ipv4_net(s: &str) -> Result<Ipv4Net> {
         if s.contains(':') {
             Error::invalid(
                 format!("subnet {s:?}"),
-                "IPv6 subnets are not supported yet",
+                "is IPv6 where an IPv4 CIDR is needed",
                 "use an IPv4 CIDR like 10.90.3.0/24",
             )
         } else {
@@ -198,36 +344,108 @@ impl NetworkSpec {
     pub fn build(&self, auto_subnet: Option<Ipv4Net>) -> Result<Network> {
         let name = NetworkName::new(&self.name)?;
         let driver: DriverKind = self.driver.as_deref().unwrap_or("bridge").parse()?;
-        if driver != DriverKind::Bridge {
-            return Err(Error::invalid(
+        let refuse = |what: &str| {
+            Err(Error::invalid(
                 format!("network {name}"),
-                format!("driver {driver:?} is not implemented yet; only bridge is"),
-                "create a bridge network",
-            ));
+                format!("{what} has no meaning for driver {driver}"),
+                format!("leave {what} out"),
+            ))
+        };
+        match driver {
+            DriverKind::Overlay => {
+                return Err(Error::invalid(
+                    format!("network {name}"),
+                    "the overlay driver is not implemented yet",
+                    "use bridge, macvlan, host or none",
+                ))
+            }
+            DriverKind::Host | DriverKind::None => {
+                for (given, what) in [
+                    (!self.subnets.is_empty(), "--subnet"),
+                    (!self.gateways.is_empty(), "--gateway"),
+                    (self.ip_range.is_some(), "--ip-range"),
+                    (self.ipv6, "--ipv6"),
+                    (self.internal, "--internal"),
+                    (!self.dns_upstreams.is_empty(), "--dns-upstream"),
+                    (self.bridge.is_some(), "--bridge"),
+                    (self.parent.is_some(), "--parent"),
+                    (self.macvlan_mode.is_some(), "--mode"),
+                    (self.mtu.is_some(), "--mtu"),
+                ] {
+                    if given {
+                        return refuse(what);
+                    }
+                }
+                return Ok(Network {
+                    name,
+                    driver,
+                    subnets: Vec::new(),
+                    subnets6: Vec::new(),
+                    bridge: None,
+                    bridge_mac: None,
+                    parent: None,
+                    macvlan_mode: None,
+                    internal: false,
+                    dns: false,
+                    dns_upstreams: Vec::new(),
+                    masquerade: false,
+                    isolate: false,
+                    icc: true,
+                    mtu: None,
+                    labels: parse_kvs("label", &self.labels)?,
+                    options: parse_kvs("option", &self.opts)?,
+                    created: now(),
+                });
+            }
+            DriverKind::Macvlan => {
+                if self.bridge.is_some() {
+                    return refuse("--bridge");
+                }
+                if self.parent.is_none() {
+                    return Err(Error::invalid(
+                        format!("network {name}"),
+                        "a macvlan network needs a parent interface",
+                        "give --parent IF (the host interface on the containers' segment)",
+                    ));
+                }
+                if self.subnets.iter().all(|s| s.contains(':')) {
+                    return Err(Error::invalid(
+                        format!("network {name}"),
+                        "a macvlan network needs the IPv4 subnet of its segment",
+                        "give --subnet CIDR (the parent's LAN, e.g. 192.168.1.0/24)",
+                    ));
+                }
+            }
+            DriverKind::Bridge => {
+                if self.parent.is_some() {
+                    return refuse("--parent");
+                }
+                if self.macvlan_mode.is_some() {
+                    return refuse("--mode");
+                }
+            }
         }
-        if self.ipv6 {
-            return Err(Error::invalid(
-                format!("network {name}"),
-                "IPv6 is not implemented yet",
-                "leave out --ipv6",
-            ));
+        // Subnets: at most one per family; gateways go with the subnet of their family.
+        let (mut sub4, mut sub6) = (None, None);
+        for s in &self.subnets {
+            if s.contains(':') {
+                if sub6.replace(parse_ipv6_net(s)?).is_some() {
+                    return Err(Error::invalid(
+                        format!("network {name}"),
+                        "more than one IPv6 --subnet",
+                        "give one IPv6 subnet",
+                    ));
+                }
+            } else if sub4.replace(parse_ipv4_net(s)?).is_some() {
+                return Err(Error::invalid(
+                    format!("network {name}"),
+                    "more than one IPv4 --subnet",
+                    "give one IPv4 subnet",
+                ));
+            }
         }
-        if self.subnets.len() > 1 {
-            return Err(Error::invalid(
-                format!("network {name}"),
-                "more than one subnet is not supported yet",
-                "give one --subnet",
-            ));
-        }
-        if self.gateways.len() > self.subnets.len().max(1) {
-            return Err(Error::invalid(
-                format!("network {name}"),
-                "more --gateway than --subnet",
-                "give one gateway per subnet",
-            ));
-        }
-        let subnet = match self.subnets.first() {
-            Some(s) => parse_ipv4_net(s)?,
+        let subnet = match sub4 {
+            Some(s) => s,
             None => auto_subnet.ok_or_else(|| {
                 Error::invalid(
                     format!("network {name}"),
@@ -236,19 +454,85 @@ impl NetworkSpec {
                 )
             })?,
         };
-        let gateway = match self.gateways.first() {
-            Some(g) => {
-                let g = parse_ipv4("gateway", g)?;
-                if !is_host_address(&subnet, g) {
+        let ipv6 = self.ipv6 || sub6.is_some();
+        let subnet6 = match (ipv6, sub6) {
+            (_, Some(s)) => Some(s),
+            (true, None) => Some(auto_subnet6(&name)),
+            (false, None) => None,
+        };
+        let (mut gw4, mut gw6) = (None, None);
+        for g in &self.gateways {
+            if g.contains(':') {
+                let ip: Ipv6Addr = g.parse().map_err(|_| {
+                    Error::invalid(
+                        format!("gateway {g:?}"),
+                        "is not an IPv6 address",
+                        "write it like fd00:90::1",
+                    )
+                })?;
+                let Some(s6) = subnet6 else {
                     return Err(Error::invalid(
-                        format!("gateway {g}"),
+                        format!("gateway {ip}"),
+                        "is IPv6 but the network has no IPv6 subnet",
+                        "add --subnet for IPv6 or --ipv6, or drop the gateway",
+                    ));
+                };
+                if !s6.contains(&ip) || ip == s6.network() {
+                    return Err(Error::invalid(
+                        format!("gateway {ip}"),
+                        format!("is not a host address of {s6}"),
+                        "pick an address inside the subnet",
+                    ));
+                }
+                if gw6.replace(ip).is_some() {
+                    return Err(Error::invalid(
+                        format!("network {name}"),
+                        "more than one IPv6 --gateway",
+                        "give one gateway per subnet",
+                    ));
+                }
+            } else {
+                let ip = parse_ipv4("gateway", g)?;
+                if !is_host_address(&subnet, ip) {
+                    return Err(Error::invalid(
+                        format!("gateway {ip}"),
                         format!("is not a host address of {subnet}"),
                         "pick an address inside the subnet",
                     ));
                 }
-                g
+                if gw4.replace(ip).is_some() {
+                    return Err(Error::invalid(
+                        format!("network {name}"),
+                        "more than one IPv4 --gateway",
+                        "give one gateway per subnet",
+                    ));
+                }
             }
-            None => Ipv4Addr::from(u32::from(subnet.network()) + 1),
+        }
+        let gateway = gw4.unwrap_or_else(|| Ipv4Addr::from(u32::from(subnet.network()) + 1));
+        let subnets6 = match subnet6 {
+            Some(s6) => {
+                // The IPv6 address is the IPv4 lease's offset into the IPv6 subnet: every
+                // offset of the IPv4 subnet must fit.
+                let host_bits4 = 32 - u32::from(subnet.prefix_len());
+                let host_bits6 = 128 - u32::from(s6.prefix_len());
+                if host_bits6 < host_bits4 {
+                    return Err(Error::invalid(
+                        format!("subnet {s6}"),
+                        format!("has fewer addresses than the IPv4 subnet {subnet}"),
+                        format!(
+                            "use an IPv6 prefix of /{} or shorter",
+                            128 - host_bits4.min(128)
+                        ),
+                    ));
+                }
+                let gateway6 = gw6.unwrap_or_else(|| Ipv6Addr::from(u128::from(s6.network()) + 1));
+                vec![Subnet6 {
+                    subnet: s6,
+                    gateway: gateway6,
+                }]
+            }
+            None => Vec::new(),
         };
         let ip_range = match &self.ip_range {
             Some(r) => {
@@ -272,32 +556,42 @@ impl NetworkSpec {
                     "give a valid MTU",
                 ));
             }
+            if !subnets6.is_empty() && m < MIN_MTU_IPV6 {
+                return Err(Error::invalid(
+                    format!("mtu {m}"),
+                    format!("is below {MIN_MTU_IPV6}, the least IPv6 works with"),
+                    format!("give --mtu {MIN_MTU_IPV6} or more, or leave out IPv6"),
+                ));
+            }
         }
-        let bridge = match &self.bridge {
-            Some(b) => IfName::new(b)?,
-            None if name.as_str() == DEFAULT_NETWORK => IfName::new(DEFAULT_BRIDGE)?,
-            None => default_bridge(&name),
+        let (bridge, bridge_mac, parent, macvlan_mode) = match driver {
+            DriverKind::Macvlan => {
+                let parent = IfName::new(self.parent.as_deref().unwrap_or_default())?;
+                let mode = match &self.macvlan_mode {
+                    Some(m) => m.parse()?,
+                    None => MacvlanMode::Bridge,
+                };
+                (None, None, Some(parent), Some(mode))
+            }
+            _ => {
+                let bridge = match &self.bridge {
+                    Some(b) => IfName::new(b)?,
+                    None if name.as_str() == DEFAULT_NETWORK => IfName::new(DEFAULT_BRIDGE)?,
+                    None => default_bridge(&name),
+                };
+                (Some(bridge), Some(bridge_mac(&name)), None, None)
+            }
         };
-        let mut labels = BTreeMap::new();
-        for l in &self.labels {
-            let (k, v) = parse_kv("label", l)?;
-            labels.insert(k, v);
-        }
-        let mut options = BTreeMap::new();
-        for o in &self.opts {
-            let (k, v) = parse_kv("option", o)?;
-            options.insert(k, v);
-        }
+        let labels = parse_kvs("label", &self.labels)?;
+        let options = parse_kvs("option", &self.opts)?;
         if let Some(s) = options.get(OPT_ALLOW_HOST_PORTS) {
             parse_host_ports(s)?;
         }
         let dns_upstreams = parse_dns_upstreams(&name, gateway, &self.dns_upstreams)?;
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        // A macvlan network's traffic never passes the host's stack: nothing to masquerade.
+        let masquerade = driver == DriverKind::Bridge && !self.no_masquerade && !self.internal;
         Ok(Network {
-            bridge_mac: bridge_mac(&name),
+            bridge_mac,
             name,
             driver,
             subnets: vec![Subnet4 {
@@ -305,19 +599,38 @@ impl NetworkSpec {
                 gateway,
                 ip_range,
             }],
+            subnets6,
             bridge,
+            parent,
+            macvlan_mode,
             internal: self.internal,
             dns: !self.no_dns,
             dns_upstreams,
-            masquerade: !self.no_masquerade && !self.internal,
+            masquerade,
             isolate: self.isolate.unwrap_or(true),
             icc: self.icc.unwrap_or(true),
             mtu: self.mtu,
             labels,
             options,
-            created,
+            created: now(),
         })
     }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn parse_kvs(what: &str, raw: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for l in raw {
+        let (k, v) = parse_kv(what, l)?;
+        out.insert(k, v);
+    }
+    Ok(out)
 }
 
 /// At most this many upstream resolvers per network (what resolv.conf and the peers allow).
@@ -412,21 +725,64 @@ impl Network {
         v
     }
 
+    /// The IPv4 subnet. Only for drivers with interfaces (`driver.has_interfaces()`):
+    /// validation guarantees exactly one there, and a hand-edited file without one is refused
+    /// at load time.
     pub fn subnet4(&self) -> &Subnet4 {
-        // Validation guarantees exactly one subnet; a hand-edited file without one is refused
-        // at load time.
         &self.subnets[0]
     }
 
-    fn check_loaded(self, file: &std::path::Path) -> Result<Self> {
-        if self.subnets.is_empty() {
-            return Err(Error::invalid(
-                format!("network file {}", file.display()),
-                "has no subnets",
-                "fix or remove the file",
-            ));
+    /// The IPv6 subnet of a dual-stack network.
+    pub fn subnet6(&self) -> Option<&Subnet6> {
+        self.subnets6.first()
+    }
+
+    /// The bridge's name. Only for bridge networks (guaranteed at build and load time).
+    pub fn bridge_name(&self) -> &IfName {
+        self.bridge.as_ref().expect("bridge networks have a bridge")
+    }
+
+    /// The built-in networks `host` and `none`, usable without `network create` (as in
+    /// Docker); a file of the same name takes precedence.
+    pub fn builtin(name: &NetworkName) -> Option<Network> {
+        let driver = match name.as_str() {
+            "host" => "host",
+            "none" => "none",
+            _ => return None,
+        };
+        NetworkSpec {
+            name: name.to_string(),
+            driver: Some(driver.into()),
+            ..Default::default()
         }
-        Ok(self)
+        .build(None)
+        .ok()
+    }
+
+    fn check_loaded(self, file: &std::path::Path) -> Result<Self> {
+        let bad = |why: &str| {
+            Err(Error::invalid(
+                format!("network file {}", file.display()),
+                why.to_string(),
+                "fix or remove the file",
+            ))
+        };
+        if self.driver.has_interfaces() && self.subnets.len() != 1 {
+            return bad("must have exactly one IPv4 subnet");
+        }
+        if self.subnets6.len() > 1 {
+            return bad("has more than one IPv6 subnet");
+        }
+        match self.driver {
+            DriverKind::Bridge if self.bridge.is_none() || self.bridge_mac.is_none() => {
+                bad("is a bridge network without a bridge name and MAC")
+            }
+            DriverKind::Macvlan if self.parent.is_none() => {
+                bad("is a macvlan network without a parent")
+            }
+            DriverKind::Overlay => bad("uses the overlay driver, which this nethook does not have"),
+            _ => Ok(self),
+        }
     }
 }
 
@@ -440,12 +796,42 @@ pub fn check_conflicts(new: &Network, existing: &[Network]) -> Result<()> {
                 "choose another name or remove it first",
             ));
         }
-        if other.bridge == new.bridge {
+        if new.bridge.is_some() && other.bridge == new.bridge {
             return Err(Error::invalid(
-                format!("bridge {}", new.bridge),
+                format!("bridge {}", new.bridge_name()),
                 format!("is already used by network {}", other.name),
                 "give another --bridge",
             ));
+        }
+        if let Some(p) = &new.parent {
+            if other.bridge.as_ref() == Some(p) {
+                return Err(Error::invalid(
+                    format!("parent {p}"),
+                    format!("is the bridge of network {}", other.name),
+                    "give the host interface of the containers' segment as --parent",
+                ));
+            }
+        }
+        if let Some(b) = &new.bridge {
+            if other.parent.as_ref() == Some(b) {
+                return Err(Error::invalid(
+                    format!("bridge {b}"),
+                    format!("is the macvlan parent of network {}", other.name),
+                    "give another --bridge",
+                ));
+            }
+        }
+        for a in &new.subnets6 {
+            for b in &other.subnets6 {
+                if a.subnet.contains(&b.subnet.network()) || b.subnet.contains(&a.subnet.network())
+                {
+                    return Err(Error::invalid(
+                        format!("subnet {}", a.subnet),
+                        format!("overlaps {} of network {}", b.subnet, other.name),
+                        "choose a subnet that does not overlap",
+                    ));
+                }
+            }
         }
         for a in &new.subnets {
             for b in &other.subnets {
@@ -466,7 +852,7 @@ pub fn check_conflicts(new: &Network, existing: &[Network]) -> Result<()> {
 pub fn load(dirs: &Dirs, name: &NetworkName) -> Result<Option<Network>> {
     let path = dirs.network_file(name);
     let Some(text) = state::read_optional(&path)? else {
-        return Ok(None);
+        return Ok(Network::builtin(name));
     };
     let net: Network = serde_json::from_str(&text).map_err(|e| {
         Error::invalid(
@@ -550,14 +936,14 @@ mod tests {
             n.subnet4().gateway,
             "10.90.3.1".parse::<Ipv4Addr>().unwrap()
         );
-        assert_eq!(n.bridge.as_str(), "nh-web");
+        assert_eq!(n.bridge_name().as_str(), "nh-web");
         assert!(n.masquerade && n.dns && !n.internal);
         let d = spec("nethook", "10.89.0.0/16").build(None).unwrap();
-        assert_eq!(d.bridge.as_str(), "nethook0");
+        assert_eq!(d.bridge_name().as_str(), "nethook0");
         let long = spec("a-very-long-network-name", "10.91.0.0/24")
             .build(None)
             .unwrap();
-        assert!(long.bridge.as_str().len() <= 15);
+        assert!(long.bridge_name().as_str().len() <= 15);
     }
 
     #[test]
@@ -567,7 +953,9 @@ mod tests {
             ("web", "10.90.3.1/24"),
             ("web", "10.90.3.0/31"),
             ("web", "300.1.1.0/24"),
-            ("web", "fd00::/64"),
+            ("web", "fd00::1/64"),
+            ("web", "fd00::/121"),
+            ("web", "fe80::/64"),
             ("we/b", "10.90.3.0/24"),
             ("..", "10.90.3.0/24"),
         ] {
@@ -610,5 +998,118 @@ mod tests {
         let s = serde_json::to_string(&n).unwrap();
         let back: Network = serde_json::from_str(&s).unwrap();
         assert_eq!(n, back);
+    }
+
+    #[test]
+    fn dual_stack() {
+        let mut s = spec("v6", "10.90.6.0/24");
+        s.subnets.push("fd00:90:6::/64".into());
+        let n = s.build(None).unwrap();
+        let s6 = n.subnet6().unwrap();
+        assert_eq!(s6.gateway, "fd00:90:6::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            s6.address_for(&n.subnet4().subnet, "10.90.6.7".parse().unwrap()),
+            "fd00:90:6::7".parse::<Ipv6Addr>().unwrap()
+        );
+        // --ipv6 alone: a ULA /64 of the network's own.
+        let mut s = spec("v6b", "10.90.7.0/24");
+        s.ipv6 = true;
+        let n = s.build(None).unwrap();
+        let s6 = n.subnet6().unwrap();
+        assert_eq!(s6.subnet.prefix_len(), 64);
+        assert_eq!(s6.subnet.network().segments()[0] & 0xff00, 0xfd00);
+        // A v6 gateway goes with the v6 subnet.
+        let mut s = spec("v6c", "10.90.8.0/24");
+        s.subnets.push("fd00:8::/64".into());
+        s.gateways = vec!["fd00:8::fe".into(), "10.90.8.254".into()];
+        let n = s.build(None).unwrap();
+        assert_eq!(n.subnet6().unwrap().gateway.to_string(), "fd00:8::fe");
+        assert_eq!(n.subnet4().gateway.to_string(), "10.90.8.254");
+        // Bad: a v6 subnet smaller than the v4 one, an MTU IPv6 cannot use, a v6 gateway
+        // outside, two v6 subnets.
+        let mut s = spec("v6d", "10.90.0.0/16");
+        s.subnets.push("fd00:9::/120".into());
+        assert!(s.build(None).is_err());
+        let mut s = spec("v6e", "10.90.9.0/24");
+        s.ipv6 = true;
+        s.mtu = Some(1279);
+        assert!(s.build(None).is_err());
+        s.mtu = Some(1280);
+        assert!(s.build(None).is_ok());
+        let mut s = spec("v6f", "10.90.9.0/24");
+        s.subnets.push("fd00:9::/64".into());
+        s.gateways = vec!["fd00:a::1".into()];
+        assert!(s.build(None).is_err());
+        let mut s = spec("v6g", "10.90.9.0/24");
+        s.subnets.push("fd00:9::/64".into());
+        s.subnets.push("fd00:a::/64".into());
+        assert!(s.build(None).is_err());
+    }
+
+    #[test]
+    fn drivers() {
+        let mut s = spec("mv", "192.168.50.0/24");
+        s.driver = Some("macvlan".into());
+        assert!(s.build(None).is_err(), "macvlan without a parent");
+        s.parent = Some("eth9".into());
+        let n = s.build(None).unwrap();
+        assert_eq!(n.bridge, None);
+        assert_eq!(n.macvlan_mode, Some(MacvlanMode::Bridge));
+        assert!(!n.masquerade);
+        s.macvlan_mode = Some("vepa".into());
+        assert_eq!(s.build(None).unwrap().macvlan_mode, Some(MacvlanMode::Vepa));
+        s.macvlan_mode = Some("l2".into());
+        assert!(s.build(None).is_err());
+        s.macvlan_mode = None;
+        s.parent = Some("a-name-that-is-too-long".into());
+        assert!(s.build(None).is_err());
+        // A macvlan parent that is another network's bridge.
+        let mut s = spec("mv2", "192.168.51.0/24");
+        s.driver = Some("macvlan".into());
+        s.parent = Some("nh-web".into());
+        let mv = s.build(None).unwrap();
+        let web = spec("web", "10.90.3.0/24").build(None).unwrap();
+        assert!(check_conflicts(&mv, &[web]).is_err());
+        // host and none take no addressing options.
+        for d in ["host", "none"] {
+            let ok = NetworkSpec {
+                name: format!("my{d}"),
+                driver: Some(d.into()),
+                ..Default::default()
+            };
+            let n = ok.build(None).unwrap();
+            assert!(n.subnets.is_empty() && !n.dns);
+            let mut bad = ok.clone();
+            bad.subnets = vec!["10.1.0.0/24".into()];
+            assert!(bad.build(None).is_err());
+        }
+        let mut s = spec("ov", "10.99.0.0/24");
+        s.driver = Some("overlay".into());
+        assert!(s.build(None).is_err());
+        let mut s = spec("br", "10.99.0.0/24");
+        s.parent = Some("eth0".into());
+        assert!(s.build(None).is_err(), "--parent on a bridge network");
+        assert!(Network::builtin(&NetworkName::new("host").unwrap()).is_some());
+        assert!(Network::builtin(&NetworkName::new("web").unwrap()).is_none());
+    }
+
+    #[test]
+    fn v6_overlap_is_refused() {
+        let mut a = spec("a6", "10.90.1.0/24");
+        a.subnets.push("fd00:1::/48".into());
+        let a = a.build(None).unwrap();
+        let mut b = spec("b6", "10.90.2.0/24");
+        b.subnets.push("fd00:1:0:5::/64".into());
+        let b = b.build(None).unwrap();
+        assert!(check_conflicts(&b, &[a]).is_err());
+    }
+
+    #[test]
+    fn old_network_files_still_load() {
+        let old = r#"{"name":"web","driver":"bridge","subnets":[{"subnet":"10.90.3.0/24","gateway":"10.90.3.1"}],"bridge":"nh-web","bridge_mac":"02:6e:01:02:03:04","created":1}"#;
+        let n: Network = serde_json::from_str(old).unwrap();
+        let n = n.check_loaded(std::path::Path::new("x")).unwrap();
+        assert_eq!(n.bridge_name().as_str(), "nh-web");
+        assert!(n.subnets6.is_empty());
     }
 }

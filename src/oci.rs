@@ -18,6 +18,7 @@ pub const ANN_IP: &str = "nethook.ip";
 pub const ANN_MAC: &str = "nethook.mac";
 pub const ANN_ALIASES: &str = "nethook.aliases";
 pub const ANN_DISABLE: &str = "nethook.disable";
+pub const ANN_MTU: &str = "nethook.mtu";
 
 /// The parsed OCI state.
 #[derive(Debug, Clone)]
@@ -194,6 +195,10 @@ pub struct Wants {
     pub aliases: Vec<String>,
     pub publish: Vec<String>,
     pub disabled: bool,
+    /// `nethook.mtu`: this container's MTU on every network, over the networks' own.
+    pub mtu: Option<u32>,
+    /// True when no network was named (the default network was filled in).
+    pub default_network: bool,
 }
 
 /// Hook command-line arguments, overridden by annotations.
@@ -257,6 +262,7 @@ pub fn wants(
         Some(v) => comma_list(v),
         None => args.networks.iter().flat_map(|n| comma_list(n)).collect(),
     };
+    w.default_network = nets.is_empty();
     let nets = if nets.is_empty() {
         vec![default_net.to_string()]
     } else {
@@ -289,6 +295,20 @@ pub fn wants(
             let ip = crate::config::parse_ipv4("static address", ip)?;
             w.ips.insert(net, ip);
         }
+    }
+    if let Some(m) = get(ANN_MTU) {
+        let mtu = m
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|m| (68..=65535).contains(m));
+        w.mtu = Some(mtu.ok_or_else(|| {
+            Error::invalid(
+                format!("annotation {ANN_MTU}={m:?}"),
+                "is not an MTU (68-65535)",
+                "give a number like 1400",
+            )
+        })?);
     }
     if let Some(m) = get(ANN_MAC).map(String::from).or_else(|| args.mac.clone()) {
         w.mac = Some(Mac::parse(m.trim())?);

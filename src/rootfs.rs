@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 pub struct EtcFiles {
     pub hostname: String,
     pub aliases: Vec<String>,
-    pub addrs: Vec<Ipv4Addr>,
+    pub addrs: Vec<std::net::IpAddr>,
     pub nameservers: Vec<Ipv4Addr>,
     pub search: Vec<String>,
     pub options: Vec<String>,
@@ -30,6 +30,11 @@ impl EtcFiles {
         names.extend(self.aliases.iter().cloned());
         for a in &self.addrs {
             s.push_str(&format!("{a}\t{}\n", names.join(" ")));
+        }
+        if self.addrs.is_empty() {
+            // Host and none networks: the name still resolves, to a loopback address (the
+            // Debian convention for a host's own name without a fixed address).
+            s.push_str(&format!("127.0.1.1\t{}\n", names.join(" ")));
         }
         s
     }
@@ -197,6 +202,13 @@ fn write_in_root(rootfs: &Path, path: &str, content: &str) -> Result<()> {
 
 /// The host's upstream name servers for containers: from /etc/resolv.conf, skipping 127.x stubs
 /// (unreachable from a container); where only stubs are listed, systemd-resolved's real list.
+/// The host's resolv.conf as it is, for a container that shares the host's namespace (where
+/// even a 127.0.0.53 stub answers).
+pub fn host_resolv_conf() -> String {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    format!("# copied from the host by nethook\n{text}")
+}
+
 pub fn host_resolvers() -> (Vec<Ipv4Addr>, Vec<String>, Vec<String>) {
     let parse = |text: &str| {
         let mut ns = Vec::new();

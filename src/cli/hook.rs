@@ -63,7 +63,7 @@ fn create(dirs: &Dirs, cmd: &HookCmd, state: oci::HookState) -> Result<(), Error
         mac: cmd.mac.clone(),
         aliases: cmd.alias.clone(),
     };
-    let wants = oci::wants(&args, &ann, DEFAULT_NETWORK)?;
+    let mut wants = oci::wants(&args, &ann, DEFAULT_NETWORK)?;
     if wants.disabled {
         return Ok(());
     }
@@ -88,12 +88,14 @@ fn create(dirs: &Dirs, cmd: &HookCmd, state: oci::HookState) -> Result<(), Error
             }
             p
         }
+        // No network namespace: the container shares the host's. Without a network asked
+        // for, that is the host network; a network asked for is refused by attach (it needs a
+        // namespace of its own).
         None => {
-            return Err(Error::invalid(
-                "config.json",
-                "gives the container no network namespace of its own",
-                "add {\"type\": \"network\"} to linux.namespaces",
-            ))
+            if wants.default_network {
+                wants.networks = vec![crate::names::NetworkName::new("host")?];
+            }
+            PathBuf::from("/proc/self/ns/net")
         }
     };
     let hostname = match &cfg.hostname {

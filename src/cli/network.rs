@@ -15,7 +15,22 @@ pub enum NetworkCmd {
     Create(Box<CreateArgs>),
     /// List networks.
     #[command(alias = "list")]
-    Ls,
+    Ls {
+        /// Only networks matching: label=KEY, label=KEY=VALUE, driver=NAME, name=NAME
+        /// (repeatable; all must match).
+        #[arg(long, short = 'f', value_name = "FILTER")]
+        filter: Vec<String>,
+    },
+    /// Add a running container to one more network (a new interface, live).
+    Connect {
+        network: String,
+        id: String,
+        /// A static IPv4 address on that network.
+        #[arg(long)]
+        ip: Option<String>,
+    },
+    /// Take a running container off one of its networks (its interface goes, live).
+    Disconnect { network: String, id: String },
     /// Show networks in full.
     Inspect {
         #[arg(required = true)]
@@ -63,6 +78,12 @@ pub struct CreateArgs {
     pub mtu: Option<u32>,
     #[arg(long)]
     pub bridge: Option<String>,
+    /// The host interface a macvlan network's containers hang off.
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// macvlan mode: bridge (default), private, vepa or passthru.
+    #[arg(long)]
+    pub mode: Option<String>,
     #[arg(long)]
     pub label: Vec<String>,
     #[arg(long)]
@@ -87,23 +108,53 @@ pub fn run(dirs: &Dirs, format: Format, cmd: &NetworkCmd) -> anyhow::Result<()> 
                 icc: a.icc,
                 mtu: a.mtu,
                 bridge: a.bridge.clone(),
+                parent: a.parent.clone(),
+                macvlan_mode: a.mode.clone(),
                 labels: a.label.clone(),
                 opts: a.opt.clone(),
             };
-            // Without --subnet, pick a free /16 the way the default network does.
-            let host = if spec.subnets.is_empty() {
-                Some(RouteSocket::open()?)
-            } else {
-                None
-            };
-            let net = ops::network::create(dirs, &spec, host.as_ref())?;
+            // The host's addresses, routes and links: a free subnet when none is given, the
+            // macvlan parent's existence and MTU.
+            let host = RouteSocket::open()?;
+            let net = ops::network::create(dirs, &spec, Some(&host))?;
             match format {
                 Format::Json => output::json(&net),
                 Format::Table => println!("{}", net.name),
             }
         }
-        NetworkCmd::Ls => {
-            let nets = config::list(dirs)?;
+        NetworkCmd::Connect { network, id, ip } => {
+            let id = crate::names::ContainerId::new(id)?;
+            let name = NetworkName::new(network)?;
+            let mut wants = crate::oci::Wants::default();
+            if let Some(ip) = ip {
+                wants
+                    .ips
+                    .insert(name.clone(), config::parse_ipv4("static address", ip)?);
+            }
+            let ep = ops::attach::connect(dirs, &id, &name, &wants)?;
+            match format {
+                Format::Json => output::json(&ep),
+                Format::Table => {
+                    if let Some(a) = ep.attachments.iter().find(|a| a.network == name) {
+                        println!("{} {} {}", a.interface, a.ipv4, name);
+                    }
+                }
+            }
+        }
+        NetworkCmd::Disconnect { network, id } => {
+            let id = crate::names::ContainerId::new(id)?;
+            let name = NetworkName::new(network)?;
+            ops::detach::disconnect(dirs, &id, &name)?;
+        }
+        NetworkCmd::Ls { filter } => {
+            let filters = filter
+                .iter()
+                .map(|f| Filter::parse(f))
+                .collect::<Result<Vec<_>, _>>()?;
+            let nets: Vec<_> = config::list(dirs)?
+                .into_iter()
+                .filter(|n| filters.iter().all(|f| f.matches(n)))
+                .collect();
             match format {
                 Format::Json => output::json(&nets),
                 Format::Table => {
@@ -115,13 +166,36 @@ pub fn run(dirs: &Dirs, format: Format, cmd: &NetworkCmd) -> anyhow::Result<()> 
                                 .iter()
                                 .filter(|e| e.attachments.iter().any(|a| a.network == n.name))
                                 .count();
-                            let s = n.subnet4();
+                            let count = count
+                                + eps
+                                    .iter()
+                                    .filter(|e| e.netmode.as_ref() == Some(&n.name))
+                                    .count();
+                            let mut subnet = n
+                                .subnets
+                                .first()
+                                .map(|s| s.subnet.to_string())
+                                .unwrap_or_else(|| "-".into());
+                            let mut gateway = n
+                                .subnets
+                                .first()
+                                .map(|s| s.gateway.to_string())
+                                .unwrap_or_else(|| "-".into());
+                            if let Some(s6) = n.subnet6() {
+                                subnet.push_str(&format!(",{}", s6.subnet));
+                                gateway.push_str(&format!(",{}", s6.gateway));
+                            }
+                            let link = match (&n.bridge, &n.parent) {
+                                (Some(b), _) => b.to_string(),
+                                (None, Some(p)) => format!("parent {p}"),
+                                (None, None) => "-".into(),
+                            };
                             vec![
                                 n.name.to_string(),
-                                format!("{:?}", n.driver).to_lowercase(),
-                                s.subnet.to_string(),
-                                s.gateway.to_string(),
-                                n.bridge.to_string(),
+                                n.driver.to_string(),
+                                subnet,
+                                gateway,
+                                link,
                                 count.to_string(),
                             ]
                         })
@@ -145,15 +219,26 @@ pub fn run(dirs: &Dirs, format: Format, cmd: &NetworkCmd) -> anyhow::Result<()> 
                         if i > 0 {
                             println!();
                         }
-                        let s = n.subnet4();
                         println!("name:        {}", n.name);
-                        println!("driver:      {}", format!("{:?}", n.driver).to_lowercase());
-                        println!("subnet:      {}", s.subnet);
-                        println!("gateway:     {}", s.gateway);
-                        if let Some(r) = s.ip_range {
-                            println!("ip range:    {r}");
+                        println!("driver:      {}", n.driver);
+                        for s in &n.subnets {
+                            println!("subnet:      {}", s.subnet);
+                            println!("gateway:     {}", s.gateway);
+                            if let Some(r) = s.ip_range {
+                                println!("ip range:    {r}");
+                            }
                         }
-                        println!("bridge:      {} ({})", n.bridge, n.bridge_mac);
+                        for s in &n.subnets6 {
+                            println!("subnet:      {}", s.subnet);
+                            println!("gateway:     {}", s.gateway);
+                        }
+                        if let (Some(b), Some(m)) = (&n.bridge, &n.bridge_mac) {
+                            println!("bridge:      {b} ({m})");
+                        }
+                        if let Some(p) = &n.parent {
+                            let mode = n.macvlan_mode.map(|m| format!("{m:?}").to_lowercase());
+                            println!("parent:      {p} (mode {})", mode.unwrap_or_default());
+                        }
                         println!("internal:    {}", n.internal);
                         println!("masquerade:  {}", n.masquerade);
                         println!("dns:         {}", n.dns);
@@ -190,4 +275,47 @@ pub fn run(dirs: &Dirs, format: Format, cmd: &NetworkCmd) -> anyhow::Result<()> 
         }
     }
     Ok(())
+}
+
+/// One `network ls --filter` term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    Label(String, Option<String>),
+    Driver(String),
+    Name(String),
+}
+
+impl Filter {
+    pub fn parse(s: &str) -> Result<Filter, crate::error::Error> {
+        let bad = || {
+            crate::error::Error::invalid(
+                format!("filter {s:?}"),
+                "is not label=KEY[=VALUE], driver=NAME or name=NAME",
+                "write it like --filter label=team=web",
+            )
+        };
+        let (k, v) = s.split_once('=').ok_or_else(bad)?;
+        if v.is_empty() {
+            return Err(bad());
+        }
+        Ok(match k {
+            "label" => match v.split_once('=') {
+                Some((lk, lv)) if !lk.is_empty() => Filter::Label(lk.into(), Some(lv.into())),
+                Some(_) => return Err(bad()),
+                None => Filter::Label(v.into(), None),
+            },
+            "driver" => Filter::Driver(v.into()),
+            "name" => Filter::Name(v.into()),
+            _ => return Err(bad()),
+        })
+    }
+
+    pub fn matches(&self, n: &config::Network) -> bool {
+        match self {
+            Filter::Label(k, None) => n.labels.contains_key(k),
+            Filter::Label(k, Some(v)) => n.labels.get(k) == Some(v),
+            Filter::Driver(d) => &n.driver.to_string() == d,
+            Filter::Name(m) => n.name.as_str() == m,
+        }
+    }
 }

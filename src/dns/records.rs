@@ -396,8 +396,14 @@ pub(crate) mod tests {
                     gateway: "0.0.0.0".parse().unwrap(),
                     mac: Mac([2, 0, 0, 0, 0, 1]),
                     masquerade: true,
+                    driver: crate::config::DriverKind::Bridge,
+                    ipv6: None,
+                    prefix_len6: None,
+                    gateway6: None,
+                    mtu: None,
                 })
                 .collect(),
+            netmode: None,
             ports: vec![],
             created: 0,
         }

@@ -1,7 +1,7 @@
 //! The bridge driver: a Linux bridge per network on the host, one veth per container whose peer
 //! is created directly inside the container's namespace as its final name.
 
-use super::{Ctx, Driver, Made};
+use super::{att_mtu, Ctx, Driver, Made};
 use crate::config::Network;
 use crate::error::{Error, Result};
 use crate::netlink::route::{RouteSocket, VethSpec};
@@ -27,31 +27,47 @@ pub fn ensure_sysctl(path: &str, value: &str) -> Result<()> {
 /// Make sure the network's bridge exists, is up and carries the gateway address; returns its
 /// index. Creation is serialised by the caller's network lock.
 pub fn ensure_bridge(host: &RouteSocket, net: &Network) -> Result<(u32, bool)> {
-    if let Some(l) = host.link_by_name(net.bridge.as_str())? {
+    let name = net.bridge_name();
+    if let Some(l) = host.link_by_name(name.as_str())? {
         if l.kind.as_deref().is_some_and(|k| k != "bridge") {
             return Err(Error::invalid(
-                format!("bridge {} of network {}", net.bridge, net.name),
+                format!("bridge {name} of network {}", net.name),
                 format!("exists but is a {} link", l.kind.unwrap_or_default()),
                 "remove that link or give the network another --bridge",
             ));
         }
         // Cheap and idempotent: a bridge found without its gateway (restored by hand, or left
         // from an older definition) gets it back.
-        let s = net.subnet4();
-        host.add_addr4(l.index, s.gateway, s.subnet.prefix_len())?;
+        add_gateways(host, l.index, net)?;
         return Ok((l.index, false));
     }
-    host.create_bridge(&net.bridge, net.bridge_mac, net.mtu)?;
-    let l = host.link_by_name(net.bridge.as_str())?.ok_or_else(|| {
+    let mac = net.bridge_mac.expect("bridge networks have a bridge MAC");
+    host.create_bridge(name, mac, net.mtu)?;
+    let l = host.link_by_name(name.as_str())?.ok_or_else(|| {
         Error::kernel(
-            format!("bridge {}", net.bridge),
+            format!("bridge {name}"),
             "vanished right after creation",
             "retry",
         )
     })?;
-    let s = net.subnet4();
-    host.add_addr4(l.index, s.gateway, s.subnet.prefix_len())?;
+    if net.subnet6().is_none() {
+        // The bridge of an IPv4-only network needs no IPv6 at all (no link-local, no MLD).
+        ensure_sysctl(&format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1")?;
+    } else {
+        // Routes come from nethook, never from router advertisements on a container bridge.
+        ensure_sysctl(&format!("/proc/sys/net/ipv6/conf/{name}/accept_ra"), "0")?;
+    }
+    add_gateways(host, l.index, net)?;
     Ok((l.index, true))
+}
+
+fn add_gateways(host: &RouteSocket, index: u32, net: &Network) -> Result<()> {
+    let s = net.subnet4();
+    host.add_addr4(index, s.gateway, s.subnet.prefix_len())?;
+    if let Some(s6) = net.subnet6() {
+        host.add_addr6(index, s6.gateway, s6.subnet.prefix_len())?;
+    }
+    Ok(())
 }
 
 /// What a container with published ports needs beyond its link: hairpin on its bridge port (it
@@ -70,7 +86,10 @@ pub fn prepare_publish(ctx: &Ctx, net: &Network, att: &Attachment) -> Result<()>
         })?;
     ctx.host.set_hairpin(port.index, true)?;
     ensure_sysctl(
-        &format!("/proc/sys/net/ipv4/conf/{}/route_localnet", net.bridge),
+        &format!(
+            "/proc/sys/net/ipv4/conf/{}/route_localnet",
+            net.bridge_name()
+        ),
         "1",
     )
 }
@@ -93,8 +112,13 @@ impl Driver for Bridge {
             )
         })?;
         if !net.internal {
-            // Routed traffic out of the bridge needs forwarding in the host namespace.
+            // Routed traffic out of the bridge needs forwarding in the host namespace. (IPv6
+            // forwarding turns off accept_ra=1 on the host's interfaces: a host that learns its
+            // own IPv6 route from router advertisements needs accept_ra=2 on its uplink.)
             ensure_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+            if net.subnet6().is_some() {
+                ensure_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")?;
+            }
         }
         let spec = VethSpec {
             host_name: &att.host_interface,
@@ -102,7 +126,7 @@ impl Driver for Bridge {
             peer_name: &att.interface,
             peer_netns: ns.fd(),
             peer_mac: att.mac,
-            mtu: net.mtu,
+            mtu: att_mtu(net, att),
         };
         if let Err(e) = ctx.host.create_veth(&spec) {
             // The host-side name is derived from (network, id) and the caller holds the
@@ -124,23 +148,7 @@ impl Driver for Bridge {
             "1",
         )?;
 
-        // Inside the container: lo up, the address, the default route.
-        csock.set_up_by_name("lo")?;
-        let eth = csock.link_by_name(att.interface.as_str())?.ok_or_else(|| {
-            Error::kernel(
-                format!("interface {} in the container", att.interface),
-                "missing after creation",
-                "retry",
-            )
-        })?;
-        // IPv4-only networks: no IPv6 link-local chatter flooded to every other container.
-        csock.disable_ipv6_autoconf(eth.index)?;
-        csock.set_up(eth.index)?;
-        csock.add_addr4(eth.index, att.ipv4, att.prefix_len)?;
-        if default_route && !net.internal {
-            csock.add_default_route4(att.gateway, eth.index)?;
-        }
-        Ok(())
+        super::configure_inside(ns, csock, net, att, default_route)
     }
 
     fn teardown(&self, ctx: &Ctx, att: &Attachment) -> Result<()> {

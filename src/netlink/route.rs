@@ -15,7 +15,7 @@ use netlink_packet_route::link::{
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteType};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// What nethook needs to know about an existing link.
@@ -253,6 +253,89 @@ impl RouteSocket {
         }
     }
 
+    /// Add an IPv6 address without duplicate address detection (IFA_F_NODAD): nethook's IPAM
+    /// already made it unique on the network, and DAD would keep it tentative (unusable) for
+    /// about a second after the hook returns. An address already there is fine.
+    pub fn add_addr6(&self, index: u32, addr: Ipv6Addr, prefix_len: u8) -> Result<()> {
+        use netlink_packet_route::address::AddressFlags;
+        let mut req = self
+            .handle
+            .address()
+            .add(index, IpAddr::V6(addr), prefix_len);
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        match self.run(req.execute()) {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(kernel(
+                format!("adding address {addr}/{prefix_len} to link {index}"),
+                &e,
+            )),
+        }
+    }
+
+    /// Add the IPv6 default route via `gateway` out of `oif`.
+    pub fn add_default_route6(&self, gateway: Ipv6Addr, oif: u32) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(gateway)
+            .output_interface(oif)
+            .build();
+        let req = self.handle.route().add(msg);
+        match self.run(req.execute()) {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(kernel(format!("adding default route via {gateway}"), &e)),
+        }
+    }
+
+    /// Create a macvlan child of `parent` (an index in this socket's namespace) born inside
+    /// `netns` with its final name and MAC, down (the caller configures it from inside).
+    pub fn create_macvlan(&self, spec: &MacvlanSpec<'_>) -> Result<()> {
+        use netlink_packet_route::link::MacVlanMode;
+        use rtnetlink::LinkMacVlan;
+        let mode = match spec.mode {
+            crate::config::MacvlanMode::Bridge => MacVlanMode::Bridge,
+            crate::config::MacvlanMode::Private => MacVlanMode::Private,
+            crate::config::MacvlanMode::Vepa => MacVlanMode::Vepa,
+            crate::config::MacvlanMode::Passthru => MacVlanMode::Passthrough,
+        };
+        let mut b = LinkMacVlan::new(spec.name.as_str(), spec.parent, mode)
+            .setns_by_fd(spec.netns.as_raw_fd());
+        // A passthru child takes the parent's MAC; setting one would change the parent's.
+        if spec.mode != crate::config::MacvlanMode::Passthru {
+            b = b.address(spec.mac.0.to_vec());
+        }
+        if let Some(m) = spec.mtu {
+            b = b.mtu(m);
+        }
+        let req = self.handle.link().add(b.build());
+        self.run(req.execute()).map_err(|e| {
+            kernel(
+                format!("creating macvlan {} on parent {}", spec.name, spec.parent),
+                &e,
+            )
+        })
+    }
+
+    /// The MTU of the interface the IPv4 default route leaves by (netavark's default MTU for
+    /// new networks); None without a default route.
+    pub fn default_route_mtu(&self) -> Result<Option<u32>> {
+        let Some(oif) = self
+            .routes4()?
+            .into_iter()
+            .find(|r| r.prefix_len == 0)
+            .and_then(|r| r.oif)
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .links()?
+            .into_iter()
+            .find(|l| l.index == oif)
+            .and_then(|l| l.mtu))
+    }
+
     /// Every IPv4 address of the namespace.
     pub fn addrs4(&self) -> Result<Vec<Addr4>> {
         let req = self.handle.address().get().execute();
@@ -404,6 +487,16 @@ impl RouteSocket {
         let _ = self.delete_link_by_name(&name);
         r
     }
+}
+
+/// The arguments of `create_macvlan`.
+pub struct MacvlanSpec<'a> {
+    pub name: &'a IfName,
+    pub parent: u32,
+    pub mode: crate::config::MacvlanMode,
+    pub netns: BorrowedFd<'a>,
+    pub mac: Mac,
+    pub mtu: Option<u32>,
 }
 
 /// The arguments of `create_veth`.

@@ -1,19 +1,20 @@
 //! The attach transaction (DESIGN.md section 1): addresses and the endpoint record first, then
 //! links, firewall elements and files; any failure undoes everything done so far, in reverse.
 
-use crate::config::Network;
+use crate::config::{DriverKind, Network};
 use crate::driver::{self, Ctx, Made};
 use crate::error::{Error, ErrorList, Result};
 use crate::firewall::{Change, Firewall};
 use crate::ipam::{self, FileLeases};
 use crate::names::{host_ifname, ContainerId, IfName, Mac, NetworkName};
+use crate::netlink::route::RouteSocket;
 use crate::netns::Netns;
 use crate::oci::Wants;
 use crate::publish::{self, PortClaims, PublishSpec, Published};
 use crate::rootfs::{self, EtcFiles, Target};
 use crate::state::endpoint::{self, Attachment, Endpoint, EpState};
 use crate::state::{Dirs, Lock};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 /// Where the container's /etc files go.
@@ -41,9 +42,12 @@ enum Undo {
     Lease(NetworkName, Ipv4Addr),
     Ports(Vec<Published>),
     Forwards(Vec<Published>),
+    /// The record did not exist before: remove it.
     Record,
+    /// The record existed (network connect): put this version back.
+    RecordWas(Box<Endpoint>),
     Links(Vec<Made>),
-    Masq(Vec<Ipv4Addr>),
+    Masq(Vec<Change>),
 }
 
 pub fn attach(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
@@ -56,19 +60,128 @@ pub fn attach(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
     r
 }
 
-fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
-    if let Some(old) = endpoint::load(dirs, &req.id)? {
+/// Clear a record of the same id left by a crashed attach; refuse a live one.
+fn clear_stale(dirs: &Dirs, id: &ContainerId) -> Result<()> {
+    if let Some(old) = endpoint::load(dirs, id)? {
         let half_made = old.state != EpState::Ready && !super::pid_alive(old.pid);
         if !half_made {
             return Err(Error::invalid(
-                format!("container {}", req.id),
+                format!("container {id}"),
                 format!("already has an endpoint ({})", old.state),
-                format!("run 'nethook detach {}' first", req.id),
+                format!("run 'nethook detach {id}' first"),
             ));
         }
         // A crashed earlier attach of the same id: clear it before starting again.
         super::detach::detach_locked(dirs, &old, None, super::detach::LinkCleanup::Wait)?;
     }
+    Ok(())
+}
+
+/// Load the networks asked for; host and none networks stand alone.
+fn load_networks(dirs: &Dirs, req: &AttachRequest, host: &RouteSocket) -> Result<Vec<Network>> {
+    let mut nets = Vec::new();
+    for name in &req.wants.networks {
+        if nets.iter().any(|n: &Network| &n.name == name) {
+            return Err(Error::invalid(
+                format!("network {name}"),
+                "is listed twice",
+                "name each network once",
+            ));
+        }
+        nets.push(super::network::load_or_default(dirs, name, host)?);
+    }
+    if nets.len() > 1 {
+        if let Some(n) = nets.iter().find(|n| !n.driver.has_interfaces()) {
+            return Err(Error::invalid(
+                format!("network {}", n.name),
+                format!(
+                    "({} driver) cannot be combined with other networks",
+                    n.driver
+                ),
+                format!("use {} alone", n.name),
+            ));
+        }
+    }
+    Ok(nets)
+}
+
+/// A container on a host or none network: no addresses and (host) no links; the record
+/// keeps ps and poststop behaving the same.
+fn attach_plain(dirs: &Dirs, req: &AttachRequest, net: &Network) -> Result<Endpoint> {
+    if !req.wants.publish.is_empty() {
+        return Err(Error::invalid(
+            format!("network {}", net.name),
+            format!("({} driver) cannot publish ports", net.driver),
+            if net.driver == DriverKind::Host {
+                "the container shares the host's ports already: leave out the publish"
+            } else {
+                "leave out the publish, or use a bridge network"
+            },
+        ));
+    }
+    let netns_id = match net.driver {
+        DriverKind::Host => {
+            let shares = match Netns::open(&req.netns) {
+                Ok(ns) => ns.id()? == Netns::current()?.id()?,
+                Err(_) => true,
+            };
+            if !shares {
+                return Err(Error::invalid(
+                    format!("network {}", net.name),
+                    "(host driver) needs a container that shares the host's network namespace",
+                    "remove the network entry from linux.namespaces in config.json",
+                ));
+            }
+            None
+        }
+        DriverKind::None => {
+            let ns = Netns::open(&req.netns)?;
+            let id = ns.id()?;
+            let home = Netns::current()?;
+            if id == home.id()? {
+                return Err(Error::invalid(
+                    format!("network {}", net.name),
+                    "needs a container with a network namespace of its own",
+                    "add {\"type\": \"network\"} to linux.namespaces",
+                ));
+            }
+            ns.run_in(&home, || RouteSocket::open()?.set_up_by_name("lo"))?;
+            Some(id)
+        }
+        _ => None,
+    };
+    let mut ep = Endpoint {
+        id: req.id.clone(),
+        state: EpState::Ready,
+        pid: std::process::id(),
+        netns: req.netns.display().to_string(),
+        netns_id,
+        hostname: req.hostname.clone(),
+        aliases: req.wants.aliases.clone(),
+        files: Vec::new(),
+        source: req.source.to_string(),
+        attachments: Vec::new(),
+        netmode: Some(net.name.clone()),
+        ports: Vec::new(),
+        created: super::now(),
+    };
+    endpoint::save(dirs, &ep)?;
+    if let Some(plan) = &req.files {
+        let r = write_files(plan, req, &ep, &[]);
+        match r {
+            Ok(files) => ep.files = files,
+            Err(e) => {
+                let _ = endpoint::remove(dirs, &ep.id);
+                return Err(e);
+            }
+        }
+        endpoint::save(dirs, &ep)?;
+    }
+    Ok(ep)
+}
+
+fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
+    clear_stale(dirs, &req.id)?;
     // Everything that can be checked without changing anything, first.
     let specs: Vec<(PublishSpec, &str)> = req
         .wants
@@ -76,12 +189,30 @@ fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
         .iter()
         .map(|raw| publish::parse(raw).map(|s| (s, raw.as_str())))
         .collect::<Result<_>>()?;
+    let host = RouteSocket::open()?;
+    let nets = load_networks(dirs, req, &host)?;
+    drop(host);
+    if let Some(net) = nets.first().filter(|n| !n.driver.has_interfaces()) {
+        return attach_plain(dirs, req, net);
+    }
     let ns = Netns::open(&req.netns)?;
     let netns_id = ns.id()?;
+    if netns_id == Netns::current()?.id()? {
+        return Err(Error::invalid(
+            format!("namespace {}", req.netns.display()),
+            "is nethook's own (the host's)",
+            "add {\"type\": \"network\"} to linux.namespaces, or use the host network",
+        ));
+    }
     let ctx = Ctx::open(Some(ns))?;
-    let mut nets = Vec::new();
-    for name in &req.wants.networks {
-        nets.push(super::network::load_or_default(dirs, name, &ctx.host)?);
+    if !specs.is_empty() {
+        if let Some(n) = nets.first().filter(|n| n.driver != DriverKind::Bridge) {
+            return Err(Error::invalid(
+                format!("network {}", n.name),
+                format!("({} driver) cannot publish ports: its traffic never passes this host's firewall", n.driver),
+                "publish from a container whose first network is a bridge network",
+            ));
+        }
     }
     if specs.iter().any(|(s, _)| s.host_ip.is_some()) {
         let mut host_addrs: Vec<Ipv4Addr> =
@@ -112,10 +243,21 @@ fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
         netns_id,
     };
     let result = run(dirs, req, &ctx, &plan, &mut undo);
+    finish(dirs, &req.id, &ctx, result, undo)
+}
+
+/// Success as it is; a failure rolled back, with the rollback's own errors appended.
+fn finish<T>(
+    dirs: &Dirs,
+    id: &ContainerId,
+    ctx: &Ctx,
+    result: Result<T>,
+    undo: Vec<Undo>,
+) -> Result<T> {
     match result {
-        Ok(ep) => Ok(ep),
+        Ok(v) => Ok(v),
         Err(e) => {
-            let errs = rollback(dirs, &req.id, &ctx, undo);
+            let errs = rollback(dirs, id, ctx, undo);
             if errs.0.is_empty() {
                 Err(e)
             } else {
@@ -135,6 +277,129 @@ struct Plan<'a> {
     netns_id: crate::state::endpoint::NetnsId,
 }
 
+/// Lease an address on `net` (under its lock) and describe the interface that will carry it.
+fn plan_attachment(
+    dirs: &Dirs,
+    net: &Network,
+    id: &ContainerId,
+    wants: &Wants,
+    interface: IfName,
+    first: bool,
+    undo: &mut Vec<Undo>,
+) -> Result<Attachment> {
+    let ip = {
+        let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
+        let mut leases = FileLeases::open(dirs, &net.name)?;
+        ipam::allocate(&mut leases, net, id, wants.ips.get(&net.name).copied())?
+    };
+    undo.push(Undo::Lease(net.name.clone(), ip));
+    let mac = match (first, wants.mac) {
+        (true, Some(m)) => m,
+        _ => Mac::from_ipv4(ip),
+    };
+    let s = net.subnet4();
+    let s6 = net.subnet6();
+    Ok(Attachment {
+        network: net.name.clone(),
+        interface,
+        host_interface: host_ifname(&net.name, id),
+        ipv4: ip,
+        prefix_len: s.subnet.prefix_len(),
+        gateway: s.gateway,
+        mac,
+        masquerade: net.masquerade,
+        driver: net.driver,
+        ipv6: s6.map(|s6| s6.address_for(&s.subnet, ip)),
+        prefix_len6: s6.map(|s6| s6.subnet.prefix_len()),
+        gateway6: s6.map(|s6| s6.gateway),
+        mtu: wants.mtu.or(net.mtu),
+    })
+}
+
+/// The masquerade elements of some attachments.
+fn masq_changes(atts: &[&Attachment]) -> Vec<Change> {
+    let mut v = Vec::new();
+    for a in atts.iter().filter(|a| a.masquerade) {
+        v.push(Change::AddMasq4(a.ipv4));
+    }
+    v
+}
+
+/// Links for some of an endpoint's attachments (`default_at`: the index of the one that gets
+/// the default routes, if among them), then their firewall elements and `ports`.
+fn make_links_and_rules(
+    dirs: &Dirs,
+    ctx: &Ctx,
+    nets: &[&Network],
+    atts: &[&Attachment],
+    default_at: Option<usize>,
+    ports: &[Published],
+    undo: &mut Vec<Undo>,
+) -> Result<()> {
+    let mut bridges_made = Vec::new();
+    for (i, (net, att)) in nets.iter().zip(atts).enumerate() {
+        let host_link = match net.driver {
+            DriverKind::Macvlan => {
+                let (index, parent_mtu) = driver::macvlan::parent_index(&ctx.host, net)?;
+                if let (Some(m), Some(p)) = (att.mtu, parent_mtu) {
+                    if m > p {
+                        return Err(Error::invalid(
+                            format!("mtu {m} on network {}", net.name),
+                            format!(
+                                "is above the MTU of parent {} ({p})",
+                                net.parent.as_ref().map(|p| p.as_str()).unwrap_or("?")
+                            ),
+                            format!("give an MTU of at most {p}"),
+                        ));
+                    }
+                }
+                index
+            }
+            _ => {
+                let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
+                let (index, created) = driver::bridge::ensure_bridge(&ctx.host, net)?;
+                if created {
+                    bridges_made.push(*net);
+                }
+                index
+            }
+        };
+        let mut made = Vec::new();
+        let r = driver::for_network(net).setup(
+            ctx,
+            net,
+            host_link,
+            att,
+            default_at == Some(i),
+            &mut made,
+        );
+        undo.push(Undo::Links(made));
+        r?;
+        if default_at == Some(i) && !ports.is_empty() {
+            driver::bridge::prepare_publish(ctx, net, att)?;
+        }
+    }
+
+    // Firewall: one batch of element adds.
+    let masq = masq_changes(atts);
+    if masq.is_empty() && ports.is_empty() && bridges_made.is_empty() {
+        // A macvlan-only endpoint, or a bridge network without masquerade: nothing to add.
+        return Ok(());
+    }
+    let mut fw = Firewall::open()?;
+    super::firewall_sync::ensure_table(dirs, &mut fw)?;
+    let mut changes = Vec::new();
+    for net in bridges_made {
+        changes.extend(super::firewall_sync::network_changes(net));
+    }
+    changes.extend(masq.iter().cloned());
+    changes.extend(ports.iter().map(|p| Change::AddForward4(p.forward())));
+    fw.apply(&changes)?;
+    undo.push(Undo::Masq(masq));
+    undo.push(Undo::Forwards(ports.to_vec()));
+    Ok(())
+}
+
 fn run(
     dirs: &Dirs,
     req: &AttachRequest,
@@ -151,37 +416,20 @@ fn run(
     // 1. Addresses, under each network's lock, and the record: intent before any kernel change.
     let mut atts = Vec::new();
     for (i, net) in nets.iter().enumerate() {
-        let ip = {
-            let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
-            let mut leases = FileLeases::open(dirs, &net.name)?;
-            ipam::allocate(
-                &mut leases,
-                net,
-                &req.id,
-                req.wants.ips.get(&net.name).copied(),
-            )?
-        };
-        undo.push(Undo::Lease(net.name.clone(), ip));
         let interface = if i == 0 {
             first_if.clone()
         } else {
             IfName::new(&format!("eth{i}"))?
         };
-        let mac = match (i, req.wants.mac) {
-            (0, Some(m)) => m,
-            _ => Mac::from_ipv4(ip),
-        };
-        let s = net.subnet4();
-        atts.push(Attachment {
-            network: net.name.clone(),
+        atts.push(plan_attachment(
+            dirs,
+            net,
+            &req.id,
+            &req.wants,
             interface,
-            host_interface: host_ifname(&net.name, &req.id),
-            ipv4: ip,
-            prefix_len: s.subnet.prefix_len(),
-            gateway: s.gateway,
-            mac,
-            masquerade: net.masquerade,
-        });
+            i == 0,
+            undo,
+        )?);
     }
     // Host ports, under the ports lock: a clash is refused here, before any kernel change.
     let mut ports = Vec::new();
@@ -216,74 +464,21 @@ fn run(
         files: Vec::new(),
         source: req.source.to_string(),
         attachments: atts,
+        netmode: None,
         ports,
         created: super::now(),
     };
     endpoint::save(dirs, &ep)?;
     undo.push(Undo::Record);
 
-    // 2. Links.
-    let mut bridges_made = Vec::new();
-    for (i, (net, att)) in nets.iter().zip(&ep.attachments).enumerate() {
-        let bridge = {
-            let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
-            let (index, created) = driver::bridge::ensure_bridge(&ctx.host, net)?;
-            if created {
-                bridges_made.push(net);
-            }
-            index
-        };
-        let mut made = Vec::new();
-        let r = driver::for_network(net).setup(ctx, net, bridge, att, i == 0, &mut made);
-        undo.push(Undo::Links(made));
-        r?;
-        if i == 0 && !ep.ports.is_empty() {
-            driver::bridge::prepare_publish(ctx, net, att)?;
-        }
-    }
-
-    // 3. Firewall: one batch of element adds.
-    let mut fw = Firewall::open()?;
-    super::firewall_sync::ensure_table(dirs, &mut fw)?;
-    let mut changes = Vec::new();
-    for net in bridges_made {
-        changes.extend(super::firewall_sync::network_changes(net));
-    }
-    let masq: Vec<Ipv4Addr> = ep
-        .attachments
-        .iter()
-        .filter(|a| a.masquerade)
-        .map(|a| a.ipv4)
-        .collect();
-    changes.extend(masq.iter().map(|ip| Change::AddMasq4(*ip)));
-    changes.extend(ep.ports.iter().map(|p| Change::AddForward4(p.forward())));
-    fw.apply(&changes)?;
-    undo.push(Undo::Masq(masq));
-    undo.push(Undo::Forwards(ep.ports.clone()));
+    // 2. Links, 3. firewall elements.
+    let net_refs: Vec<&Network> = nets.iter().collect();
+    let att_refs: Vec<&Attachment> = ep.attachments.iter().collect();
+    make_links_and_rules(dirs, ctx, &net_refs, &att_refs, Some(0), &ep.ports, undo)?;
 
     // 4. Files in the container.
-    if let Some(plan) = &req.files {
-        let (mut nameservers, search, options) = rootfs::host_resolvers();
-        // DNS (src/dns): the first DNS-enabled network's gateway answers names, forwards the rest.
-        if let Some(gw) = crate::dns::nameserver(nets) {
-            nameservers = vec![gw];
-        }
-        let files = EtcFiles {
-            hostname: req.hostname.clone(),
-            aliases: req.wants.aliases.clone(),
-            addrs: ep.attachments.iter().map(|a| a.ipv4).collect(),
-            nameservers,
-            search,
-            options,
-        };
-        rootfs::write(&plan.hosts, &files.hosts())?;
-        rootfs::write(&plan.hostname, &files.hostname_file())?;
-        rootfs::write(&plan.resolv, &files.resolv_conf())?;
-        ep.files = vec![
-            plan.hosts.host_path(),
-            plan.hostname.host_path(),
-            plan.resolv.host_path(),
-        ];
+    if let Some(files) = &req.files {
+        ep.files = write_files(files, req, &ep, nets)?;
     }
 
     // 5. Done.
@@ -299,12 +494,168 @@ fn run(
     Ok(ep)
 }
 
+/// /etc/hosts, /etc/hostname and /etc/resolv.conf for the container; returns their host paths.
+fn write_files(
+    plan: &FilesPlan,
+    req: &AttachRequest,
+    ep: &Endpoint,
+    nets: &[Network],
+) -> Result<Vec<PathBuf>> {
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    for a in &ep.attachments {
+        addrs.push(IpAddr::V4(a.ipv4));
+        if let Some(v6) = a.ipv6 {
+            addrs.push(IpAddr::V6(v6));
+        }
+    }
+    let files = EtcFiles {
+        hostname: req.hostname.clone(),
+        aliases: req.wants.aliases.clone(),
+        addrs,
+        nameservers: Vec::new(),
+        search: Vec::new(),
+        options: Vec::new(),
+    };
+    let resolv = if ep.netmode.is_some() && ep.netns_id.is_none() {
+        // The host network: the host's resolvers, stubs included, work as they are.
+        rootfs::host_resolv_conf()
+    } else {
+        let (mut nameservers, search, options) = rootfs::host_resolvers();
+        // DNS (src/dns): the first DNS-enabled network's gateway answers names, forwards the rest.
+        if let Some(gw) = crate::dns::nameserver(nets) {
+            nameservers = vec![gw];
+        }
+        EtcFiles {
+            nameservers,
+            search,
+            options,
+            ..files.clone()
+        }
+        .resolv_conf()
+    };
+    rootfs::write(&plan.hosts, &files.hosts())?;
+    rootfs::write(&plan.hostname, &files.hostname_file())?;
+    rootfs::write(&plan.resolv, &resolv)?;
+    Ok(vec![
+        plan.hosts.host_path(),
+        plan.hostname.host_path(),
+        plan.resolv.host_path(),
+    ])
+}
+
+/// `nethook network connect NETWORK ID`: one more interface for a running container, with its
+/// lease, masquerade and DNS names, live. No default route changes (the first network keeps it).
+pub fn connect(
+    dirs: &Dirs,
+    id: &ContainerId,
+    name: &NetworkName,
+    wants: &Wants,
+) -> Result<Endpoint> {
+    let _ctr = Lock::acquire(&dirs.container_lock(id))?;
+    let ep = endpoint::load(dirs, id)?.ok_or_else(|| {
+        Error::invalid(
+            format!("container {id}"),
+            "has no endpoint",
+            "start it with nethook's hook, or 'nethook attach' it first",
+        )
+    })?;
+    if ep.state != EpState::Ready {
+        return Err(Error::invalid(
+            format!("container {id}"),
+            format!("is {}", ep.state),
+            "wait for it, or run 'nethook gc'",
+        ));
+    }
+    if ep.attachments.iter().any(|a| &a.network == name) {
+        return Err(Error::invalid(
+            format!("container {id}"),
+            format!("is already on network {name}"),
+            "nothing to do",
+        ));
+    }
+    if let Some(m) = &ep.netmode {
+        return Err(Error::invalid(
+            format!("container {id}"),
+            format!("is on network {m}, which stands alone"),
+            "restart it on a bridge or macvlan network",
+        ));
+    }
+    let host = RouteSocket::open()?;
+    let net = super::network::load_or_default(dirs, name, &host)?;
+    drop(host);
+    if !net.driver.has_interfaces() {
+        return Err(Error::invalid(
+            format!("network {name}"),
+            format!(
+                "({} driver) cannot be connected to a running container",
+                net.driver
+            ),
+            "connect a bridge or macvlan network",
+        ));
+    }
+    let ns = open_recorded_netns(&ep)?;
+    let ctx = Ctx::open(Some(ns))?;
+    let used: Vec<&str> = ep
+        .attachments
+        .iter()
+        .map(|a| a.interface.as_str())
+        .collect();
+    let interface = (0..)
+        .map(|i| format!("eth{i}"))
+        .find(|n| !used.contains(&n.as_str()))
+        .expect("a free ethN");
+    let mut undo = Vec::new();
+    let r = (|| {
+        let att = plan_attachment(
+            dirs,
+            &net,
+            id,
+            wants,
+            IfName::new(&interface)?,
+            false,
+            &mut undo,
+        )?;
+        let mut rec = ep.clone();
+        rec.attachments.push(att.clone());
+        rec.state = EpState::Creating;
+        rec.pid = std::process::id();
+        endpoint::save(dirs, &rec)?;
+        undo.push(Undo::RecordWas(Box::new(ep.clone())));
+        make_links_and_rules(dirs, &ctx, &[&net], &[&att], None, &[], &mut undo)?;
+        rec.state = EpState::Ready;
+        endpoint::save(dirs, &rec)?;
+        crate::dns::endpoint_changed(dirs, id, net.dns, crate::dns::Event::Attached);
+        Ok(rec)
+    })();
+    finish(dirs, id, &ctx, r, undo)
+}
+
+/// The namespace an endpoint was attached in, if it is still that one (a path like
+/// /proc/PID/ns/net may now name another process's namespace).
+pub fn open_recorded_netns(ep: &Endpoint) -> Result<Netns> {
+    let ns = Netns::open(std::path::Path::new(&ep.netns))?;
+    if Some(ns.id()?) != ep.netns_id {
+        return Err(Error::invalid(
+            format!("namespace {} of container {}", ep.netns, ep.id),
+            "is no longer the container's (it exited, or the pid was reused)",
+            "run 'nethook gc' to clear the endpoint",
+        ));
+    }
+    Ok(ns)
+}
+
 fn rollback(dirs: &Dirs, id: &ContainerId, ctx: &Ctx, undo: Vec<Undo>) -> ErrorList {
     let mut errs = ErrorList::default();
     for step in undo.into_iter().rev() {
         match step {
-            Undo::Masq(ips) if !ips.is_empty() => {
-                let changes: Vec<Change> = ips.into_iter().map(Change::ExpireMasq4).collect();
+            Undo::Masq(changes) if !changes.is_empty() => {
+                let changes: Vec<Change> = changes
+                    .into_iter()
+                    .map(|c| match c {
+                        Change::AddMasq4(ip) => Change::ExpireMasq4(ip),
+                        other => other,
+                    })
+                    .collect();
                 errs.note(super::detach::expire(&changes));
             }
             Undo::Masq(_) => {}
@@ -328,11 +679,19 @@ fn rollback(dirs: &Dirs, id: &ContainerId, ctx: &Ctx, undo: Vec<Undo>) -> ErrorL
                         Made::HostLink(name) => {
                             errs.note(ctx.host.delete_link_by_name(&name));
                         }
+                        Made::ContainerLink(name) => {
+                            if let Some((_, csock)) = &ctx.container {
+                                errs.note(csock.delete_link_by_name(&name));
+                            }
+                        }
                     }
                 }
             }
             Undo::Record => {
                 errs.note(endpoint::remove(dirs, id));
+            }
+            Undo::RecordWas(ep) => {
+                errs.note(endpoint::save(dirs, &ep));
             }
             Undo::Lease(net, ip) => {
                 let _l = Lock::acquire(&dirs.network_lock(&net));

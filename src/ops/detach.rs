@@ -2,14 +2,16 @@
 //! there is no pid and usually no namespace). Each step treats "already gone" as done, every
 //! error is collected and the rest still runs, so a second detach finds nothing and succeeds.
 
+use crate::config::DriverKind;
 use crate::driver::{self, Ctx, Driver};
+use crate::error::Error;
 use crate::error::{ErrorList, Result};
 use crate::firewall::{Change, Firewall};
 use crate::ipam::FileLeases;
 use crate::names::{ContainerId, NetworkName};
 use crate::netlink::route::RouteSocket;
 use crate::publish::PortClaims;
-use crate::state::endpoint::{self, Endpoint, EpState};
+use crate::state::endpoint::{self, Attachment, Endpoint, EpState};
 use crate::state::{Dirs, Lock};
 
 /// How to treat a host-side veth that still exists at detach.
@@ -42,6 +44,30 @@ pub fn detach(
     r
 }
 
+/// `nethook network disconnect NETWORK ID`: one network off a running container, live.
+pub fn disconnect(dirs: &Dirs, id: &ContainerId, network: &NetworkName) -> Result<()> {
+    let lock = Lock::acquire(&dirs.container_lock(id))?;
+    let ep = endpoint::load(dirs, id)?.ok_or_else(|| {
+        Error::invalid(
+            format!("container {id}"),
+            "has no endpoint",
+            "check 'nethook ps'",
+        )
+    })?;
+    if !ep.attachments.iter().any(|a| &a.network == network) {
+        return Err(Error::invalid(
+            format!("container {id}"),
+            format!("is not on network {network}"),
+            "check 'nethook ps'",
+        ));
+    }
+    let r = detach_locked(dirs, &ep, Some(network), LinkCleanup::Wait);
+    if endpoint::load(dirs, id).ok().flatten().is_none() {
+        lock.release_and_remove();
+    }
+    r
+}
+
 /// Detach with the container lock already held.
 pub fn detach_locked(
     dirs: &Dirs,
@@ -50,6 +76,10 @@ pub fn detach_locked(
     links: LinkCleanup,
 ) -> Result<()> {
     let mut errs = ErrorList::default();
+    if ep.attachments.is_empty() {
+        // A host or none endpoint (or an empty record): nothing in the kernel to undo.
+        return endpoint::remove(dirs, &ep.id);
+    }
     let (gone, kept): (Vec<_>, Vec<_>) = ep
         .attachments
         .iter()
@@ -83,17 +113,37 @@ pub fn detach_locked(
 
     // Links: at poststop the namespace is normally gone or going, and the kernel removes the
     // veth pair by itself; deleting it ourselves would cost ~30 ms the runtime does not need.
+    // A macvlan child has no host side: it is deleted from inside a namespace that is still
+    // the container's (by-hand detach, disconnect, a namespace that outlives the container).
+    let (bridged, inside): (Vec<&Attachment>, Vec<&Attachment>) =
+        gone.iter().partition(|a| a.driver == DriverKind::Bridge);
+    if !inside.is_empty() {
+        if let Ok(ns) = super::attach::open_recorded_netns(ep) {
+            match Ctx::open(Some(ns)) {
+                Ok(ctx) => {
+                    for a in &inside {
+                        errs.note(driver::for_kind(a.driver).teardown(&ctx, a));
+                    }
+                }
+                Err(e) => errs.push(e),
+            }
+        }
+    }
     match links {
+        _ if bridged.is_empty() => {}
         LinkCleanup::Wait => match Ctx::open(None) {
             Ok(ctx) => {
-                for a in &gone {
+                for a in &bridged {
                     errs.note(driver::bridge::Bridge.teardown(&ctx, a));
                 }
             }
             Err(e) => errs.push(e),
         },
         LinkCleanup::Background => {
-            let names: Vec<String> = gone.iter().map(|a| a.host_interface.to_string()).collect();
+            let names: Vec<String> = bridged
+                .iter()
+                .map(|a| a.host_interface.to_string())
+                .collect();
             errs.note(reaper::spawn(names));
         }
     }

@@ -8,7 +8,10 @@ use crate::state::{endpoint, Dirs, Lock};
 
 /// The per-network elements of every configured network whose bridge is in use.
 pub fn network_changes(net: &config::Network) -> Vec<Change> {
-    let bridge = net.bridge.to_string();
+    // Only bridge networks have elements: macvlan traffic never passes this host's stack.
+    let Some(bridge) = net.bridge.as_ref().map(|b| b.to_string()) else {
+        return Vec::new();
+    };
     let mut v = vec![
         Change::AddBridge(bridge.clone()),
         Change::AddNet4(net.subnet4().subnet),

@@ -96,7 +96,24 @@ fn check_one(dirs: &Dirs, host: &RouteSocket, ep: &Endpoint) -> Result<Vec<Findi
         );
         return Ok(f);
     }
+    // Namespaces that went away without a poststop (macvlan and none endpoints have no host
+    // link to tell it by).
+    let needs_netns = ep
+        .attachments
+        .iter()
+        .any(|a| a.driver == crate::config::DriverKind::Macvlan)
+        || (ep.netmode.is_some() && ep.netns_id.is_some());
+    if needs_netns && super::attach::open_recorded_netns(ep).is_err() {
+        push(
+            format!("namespace {} is gone (container gone)", ep.netns),
+            true,
+        );
+        return Ok(f);
+    }
     for a in &ep.attachments {
+        if a.driver != crate::config::DriverKind::Bridge {
+            continue;
+        }
         match host.link_by_name(a.host_interface.as_str())? {
             None => push(
                 format!(
@@ -110,7 +127,8 @@ fn check_one(dirs: &Dirs, host: &RouteSocket, ep: &Endpoint) -> Result<Vec<Findi
                     push(format!("host link {} is down", a.host_interface), false);
                 }
                 let bridge = config::load(dirs, &a.network)?
-                    .and_then(|n| host.link_by_name(n.bridge.as_str()).ok().flatten());
+                    .and_then(|n| n.bridge)
+                    .and_then(|b| host.link_by_name(b.as_str()).ok().flatten());
                 match bridge {
                     None => push(
                         format!(

@@ -61,14 +61,63 @@ fn pick_default_subnet(host: &RouteSocket, existing: &[Network]) -> Result<Ipv4N
 pub fn create(dirs: &Dirs, spec: &NetworkSpec, host: Option<&RouteSocket>) -> Result<Network> {
     let _lock = Lock::acquire(&dirs.config_lock())?;
     let existing = config::list(dirs)?;
-    let auto = match (spec.subnets.is_empty(), host) {
+    let driver = spec.driver.as_deref().unwrap_or("bridge");
+    let no_v4 = spec.subnets.iter().all(|s| s.contains(':'));
+    let auto = match (no_v4 && driver == "bridge", host) {
         (true, Some(h)) => Some(pick_default_subnet(h, &existing)?),
         _ => None,
     };
-    let net = spec.build(auto)?;
+    let mut net = spec.build(auto)?;
     config::check_conflicts(&net, &existing)?;
+    if let Some(h) = host {
+        check_against_host(&mut net, h)?;
+    }
     config::save(dirs, &net)?;
     Ok(net)
+}
+
+/// What only the kernel can tell: a macvlan parent exists and carries the MTU asked for; a
+/// bridge network without an MTU gets that of the host's default-route interface (as netavark
+/// does), so containers behind a tunnel or a jumbo-frame uplink fit it.
+fn check_against_host(net: &mut Network, host: &RouteSocket) -> Result<()> {
+    match net.driver {
+        config::DriverKind::Macvlan => {
+            let parent = net.parent.as_ref().expect("macvlan networks have a parent");
+            let l = host.link_by_name(parent.as_str())?.ok_or_else(|| {
+                Error::invalid(
+                    format!("parent {parent}"),
+                    "does not exist on this host",
+                    "give an existing interface (see 'ip link')",
+                )
+            })?;
+            if l.name.starts_with("nh") && l.kind.as_deref() == Some("veth") {
+                return Err(Error::invalid(
+                    format!("parent {parent}"),
+                    "is the host side of a nethook container's veth",
+                    "give the host interface of the containers' segment",
+                ));
+            }
+            if let (Some(m), Some(p)) = (net.mtu, l.mtu) {
+                if m > p {
+                    return Err(Error::invalid(
+                        format!("mtu {m}"),
+                        format!("is above the MTU of parent {parent} ({p})"),
+                        format!("give an MTU of at most {p}, or leave it out to use the parent's"),
+                    ));
+                }
+            }
+        }
+        config::DriverKind::Bridge if net.mtu.is_none() => {
+            net.mtu = host.default_route_mtu()?.filter(|m| *m != 1500);
+            if let Some(m) = net.mtu {
+                if net.subnet6().is_some() && m < config::MIN_MTU_IPV6 {
+                    net.mtu = None;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Load a network; the default one is created on first use.
@@ -112,7 +161,9 @@ pub fn remove(dirs: &Dirs, name: &NetworkName, force: bool) -> Result<()> {
     }
     let _lock = Lock::acquire(&dirs.config_lock())?;
     let host = RouteSocket::open()?;
-    host.delete_link_by_name(net.bridge.as_str())?;
+    if let Some(b) = &net.bridge {
+        host.delete_link_by_name(b.as_str())?;
+    }
     let mut fw = Firewall::open()?;
     if fw.table_exists()? {
         // Each element on its own: one already missing must not keep the others.

@@ -2,10 +2,11 @@
 //! kernel change (state `creating`), so a crash at any point leaves a record that `gc` can undo.
 
 use super::{atomic_write, ensure_dir, read_optional, remove_file, Dirs};
+use crate::config::DriverKind;
 use crate::error::{Error, Result};
 use crate::names::{ContainerId, IfName, Mac, NetworkName};
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,8 +39,26 @@ pub struct Attachment {
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
     pub mac: Mac,
-    /// Whether a masquerade element was added for this address.
+    /// Whether a masquerade element was added for this address (and the IPv6 one).
     pub masquerade: bool,
+    /// How the interface was made (bridge: a veth on the bridge; macvlan: a child of the
+    /// network's parent, with no host-side link).
+    #[serde(default = "bridge_kind")]
+    pub driver: DriverKind,
+    /// The IPv6 address of a dual-stack network (derived from `ipv4`), its prefix, gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_len6: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    /// The interface's MTU when set (the network's, or the container's `nethook.mtu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+fn bridge_kind() -> DriverKind {
+    DriverKind::Bridge
 }
 
 /// Identity of a network namespace: (st_dev, st_ino) of its nsfs inode.
@@ -68,6 +87,9 @@ pub struct Endpoint {
     /// "hook" or "attach": which front door made it.
     pub source: String,
     pub attachments: Vec<Attachment>,
+    /// A container on a host- or none-driver network: that network (it has no attachments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netmode: Option<NetworkName>,
     /// Published ports (forwarded to the first attachment's address).
     #[serde(default)]
     pub ports: Vec<crate::publish::Published>,
