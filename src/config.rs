@@ -32,6 +32,13 @@ impl std::str::FromStr for DriverKind {
             "overlay" => DriverKind::Overlay,
             "host" => DriverKind::Host,
             "none" => DriverKind::None,
+            "ipvlan" => {
+                return Err(Error::invalid(
+                    "driver \"ipvlan\"",
+                    "is not supported (nethook has no ipvlan driver; this machine's kernel has no ipvlan module either: see 'nethook doctor')",
+                    "use --driver macvlan for containers on the parent's segment",
+                ))
+            }
             _ => {
                 return Err(Error::invalid(
                     format!("driver {s:?}"),

@@ -96,7 +96,7 @@ fn attach_ps_reach_and_detach() {
         "{}",
         t.stdout
     );
-    for h in ["ID", "NETWORK", "INTERFACE", "IPV4", "MAC", "STATE"] {
+    for h in ["ID", "NETWORK", "INTERFACE", "ADDRESSES", "MAC", "STATE"] {
         assert!(lines[0].split_whitespace().any(|w| w == h), "{}", lines[0]);
     }
     let cells: Vec<&str> = lines[1].split_whitespace().collect();

@@ -148,15 +148,38 @@ fn ps_rows(eps: &[endpoint::Endpoint]) -> Vec<PsRow> {
                 id: e.id.to_string(),
                 network: a.network.to_string(),
                 interface: a.interface.to_string(),
-                host_interface: a.host_interface.to_string(),
+                host_interface: if a.driver == crate::config::DriverKind::Bridge {
+                    a.host_interface.to_string()
+                } else {
+                    String::new()
+                },
                 ipv4: vec![format!("{}/{}", a.ipv4, a.prefix_len)],
-                ipv6: vec![],
+                ipv6: match (a.ipv6, a.prefix_len6) {
+                    (Some(ip), Some(p)) => vec![format!("{ip}/{p}")],
+                    _ => vec![],
+                },
                 mac: a.mac.to_string(),
                 ports: if a.ipv4 == e.attachments[0].ipv4 {
                     e.ports.iter().map(|p| p.to_string()).collect()
                 } else {
                     vec![]
                 },
+                netns: e.netns.clone(),
+                state: e.state.to_string(),
+                hostname: e.hostname.clone(),
+            });
+        }
+        if let Some(m) = &e.netmode {
+            // Host and none endpoints: one row, no interface of their own.
+            rows.push(PsRow {
+                id: e.id.to_string(),
+                network: m.to_string(),
+                interface: String::new(),
+                host_interface: String::new(),
+                ipv4: vec![],
+                ipv6: vec![],
+                mac: String::new(),
+                ports: vec![],
                 netns: e.netns.clone(),
                 state: e.state.to_string(),
                 hostname: e.hostname.clone(),
@@ -179,7 +202,7 @@ pub fn ps(dirs: &Dirs, format: Format, c: &PsCmd) -> anyhow::Result<()> {
             "ID",
             "NETWORK",
             "INTERFACE",
-            "IPV4",
+            "ADDRESSES",
             "MAC",
             "PORTS",
             "NETNS",
@@ -190,7 +213,12 @@ pub fn ps(dirs: &Dirs, format: Format, c: &PsCmd) -> anyhow::Result<()> {
                 r.id.clone(),
                 r.network.clone(),
                 r.interface.clone(),
-                r.ipv4.join(","),
+                r.ipv4
+                    .iter()
+                    .chain(&r.ipv6)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
                 r.mac.clone(),
                 if r.ports.is_empty() {
                     "-".into()

@@ -1,0 +1,567 @@
+//! Every network mode under real runc in the sandbox: macvlan (with a peer "host" on the
+//! parent's segment), host, none, dual-stack, several networks per container with live
+//! connect/disconnect, MTU, and `network ls --filter`. Each reachability claim is a real TCP
+//! connection (socat) from the namespace a user would use.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::Duration;
+
+/// `ip -o ADDR... ` inside a namespace, as text.
+fn ip_in(netns: &str, args: &[&str]) -> String {
+    run(Sandbox::cmd_in(netns, "ip").args(args), None)
+        .ok()
+        .stdout
+}
+
+/// A "LAN" for macvlan: a veth whose sandbox end `lan0` is the parent, whose other end is
+/// `eth0` of a new peer namespace at 192.168.77.2/24. Returns the peer's netns path.
+fn lan(sb: &Sandbox) -> String {
+    let peer = sb.add_netns("lan");
+    let sbn = sb.name.clone();
+    for args in [
+        vec![
+            "-n", &sbn, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns",
+            &peer,
+        ],
+        vec!["-n", &sbn, "link", "set", "lan0", "up"],
+        vec!["-n", &peer, "addr", "add", "192.168.77.2/24", "dev", "eth0"],
+        vec!["-n", &peer, "link", "set", "eth0", "up"],
+    ] {
+        run(Command::new("ip").args(&args), None).ok();
+    }
+    format!("/run/netns/{peer}")
+}
+
+fn ps_rows_of(sb: &Sandbox, id: &str) -> Vec<Value> {
+    sb.ps().into_iter().filter(|r| r["id"] == id).collect()
+}
+
+#[test]
+fn macvlan_container_is_reachable_from_its_segment() {
+    if !can_run("macvlan", RUNC_TOOLS) {
+        return;
+    }
+    let sb = Sandbox::new("mv");
+    let peer = lan(&sb);
+    sb.nethook(&[
+        "network",
+        "create",
+        "lan",
+        "--driver",
+        "macvlan",
+        "--parent",
+        "lan0",
+        "--subnet",
+        "192.168.77.0/24",
+        "--gateway",
+        "192.168.77.2",
+    ])
+    .ok();
+    let mut b = sb.bundle("mv", "sleep 60");
+    b.annotate("nethook.network", "lan");
+    let c = sb.runc_start(&b);
+    let ip = sb.ip_of(&c.id);
+    assert!(in_subnet(ip, "192.168.77.0/24"), "{ip}");
+    // The container's eth0 is a macvlan child in bridge mode, up, with the default route via
+    // the segment's router.
+    let links = Sandbox::links_in(&c.netns());
+    let eth0 = links.iter().find(|l| l["ifname"] == "eth0").expect("eth0");
+    assert_eq!(eth0["linkinfo"]["info_kind"], "macvlan", "{eth0}");
+    assert_eq!(eth0["linkinfo"]["info_data"]["mode"], "bridge", "{eth0}");
+    assert!(ip_in(&c.netns(), &["route"]).contains("default via 192.168.77.2 dev eth0"));
+    // No host-side link: the sandbox has only its own.
+    let ours: Vec<String> = sb
+        .veths()
+        .into_iter()
+        .filter(|v| v.starts_with("nh"))
+        .collect();
+    assert!(ours.is_empty(), "{ours:?}");
+    assert_eq!(ps_rows_of(&sb, &c.id)[0]["host_interface"], "");
+
+    // Both ways across the wire, with real TCP.
+    sb.serve_in(&c.netns(), 8080, "from-mv");
+    assert_eq!(
+        Sandbox::tcp_get_from(&peer, ip, 8080).as_deref(),
+        Some("from-mv\n"),
+        "peer on the segment -> macvlan container"
+    );
+    sb.serve_in(&peer, 9090, "from-lan");
+    assert_eq!(
+        Sandbox::tcp_get_from(&c.netns(), Ipv4Addr::new(192, 168, 77, 2), 9090).as_deref(),
+        Some("from-lan\n"),
+        "macvlan container -> peer"
+    );
+    // The kernel's rule (README, doctor): the host cannot reach its own macvlan children
+    // through the parent.
+    run(
+        Command::new("ip").args([
+            "-n",
+            &sb.name,
+            "addr",
+            "add",
+            "192.168.77.1/24",
+            "dev",
+            "lan0",
+        ]),
+        None,
+    )
+    .ok();
+    assert!(sb.tcp_dead(ip, 8080), "the host reached its macvlan child");
+
+    // A second container on the same parent reaches the first (bridge mode).
+    let mut b2 = sb.bundle("mv2", "sleep 60");
+    b2.annotate("nethook.network", "lan");
+    let c2 = sb.runc_start(&b2);
+    assert_eq!(
+        Sandbox::tcp_get_from(&c2.netns(), ip, 8080).as_deref(),
+        Some("from-mv\n")
+    );
+
+    // Publishing has no meaning here: refused with one line, nothing made.
+    let mut b3 = sb.bundle("mv3", "true");
+    b3.annotate("nethook.network", "lan");
+    b3.annotate("nethook.publish", "8081:80");
+    let r = sb.runc_run(&b3);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("cannot publish ports"), "{}", r.stderr);
+
+    sb.runc_stop(&c.id).ok();
+    sb.runc_stop(&c2.id).ok();
+    assert!(sb.endpoint_files().is_empty(), "{:?}", sb.endpoint_files());
+    assert!(sb.lease_files().is_empty(), "{:?}", sb.lease_files());
+}
+
+#[test]
+fn macvlan_bad_input_is_refused() {
+    if !can_run("macvlan_bad", &[]) {
+        return;
+    }
+    let sb = Sandbox::new("mvbad");
+    let _peer = lan(&sb);
+    sb.nethook(&["network", "create", "web", "--subnet", "10.90.40.0/24"])
+        .ok();
+    for (args, needles) in [
+        (
+            vec!["--driver", "macvlan", "--subnet", "192.168.77.0/24"],
+            vec!["parent"],
+        ),
+        (
+            vec![
+                "--driver",
+                "macvlan",
+                "--parent",
+                "nosuch0",
+                "--subnet",
+                "192.168.77.0/24",
+            ],
+            vec!["nosuch0", "does not exist"],
+        ),
+        (
+            vec![
+                "--driver",
+                "macvlan",
+                "--parent",
+                "nh-web",
+                "--subnet",
+                "192.168.77.0/24",
+            ],
+            vec!["nh-web", "bridge of network web"],
+        ),
+        (
+            vec![
+                "--driver",
+                "macvlan",
+                "--parent",
+                "lan0",
+                "--subnet",
+                "192.168.77.0/24",
+                "--mtu",
+                "9000",
+            ],
+            vec!["mtu 9000", "above the MTU of parent lan0"],
+        ),
+        (
+            vec![
+                "--driver",
+                "macvlan",
+                "--parent",
+                "lan0",
+                "--subnet",
+                "192.168.77.0/24",
+                "--mode",
+                "l3",
+            ],
+            vec!["macvlan mode \"l3\""],
+        ),
+        (
+            vec!["--driver", "ipvlan", "--parent", "lan0"],
+            vec!["ipvlan"],
+        ),
+        (
+            vec!["--driver", "host", "--subnet", "10.1.0.0/24"],
+            vec!["--subnet"],
+        ),
+    ] {
+        let mut a = vec!["network", "create", "bad"];
+        a.extend(args);
+        sb.nethook(&a).refused(&needles);
+    }
+    let r = sb.nethook(&["--format", "json", "network", "ls"]).ok();
+    let nets: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(nets.len(), 1, "only web exists: {nets:?}");
+}
+
+#[test]
+fn host_network_shares_the_host_namespace() {
+    if !can_run("host_network", RUNC_TOOLS) {
+        return;
+    }
+    let sb = Sandbox::new("hostnet");
+    // A container without a network namespace of its own: nethook puts it on the host network.
+    let mut b = sb.bundle(
+        "hn",
+        "echo '== links'; ip -o link; echo '== hosts'; cat /etc/hosts; echo '== hostname'; cat /etc/hostname; echo '== end'",
+    );
+    let ns = b.config["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.retain(|n| n["type"] != "network");
+    // Uts stays private so /etc/hostname is the container's own.
+    let r = sb.runc_run(&b).ok();
+    let out = r.stdout;
+    // It sees the sandbox's links (no eth0 made for it, none left behind).
+    let (links, rest) = out.split_once("== hosts").unwrap();
+    assert!(!links.contains("eth0"), "{links}");
+    assert!(rest.contains(&format!("127.0.1.1\t{}", b.id)), "{rest}");
+    assert!(rest.contains(&b.id), "{rest}");
+    // poststop removed its record; nothing else was ever made.
+    assert!(sb.endpoint_files().is_empty(), "{:?}", sb.endpoint_files());
+    assert!(sb.veths().is_empty());
+    assert!(
+        sb.nft_table().is_none(),
+        "no firewall table for a host container"
+    );
+
+    // While it runs, ps shows it on the host network.
+    let mut b2 = sb.bundle("hn2", "sleep 60");
+    b2.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "network");
+    let c = sb.runc_start(&b2);
+    let rows = ps_rows_of(&sb, &c.id);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["network"], "host");
+    sb.runc_stop(&c.id).ok();
+    assert!(sb.endpoint_files().is_empty());
+
+    // Asking for a bridge network without a namespace of its own is refused clearly.
+    let mut b3 = sb.bundle("hn3", "true");
+    b3.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "network");
+    b3.annotate("nethook.network", "nethook");
+    let r = sb.runc_run(&b3);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("linux.namespaces"), "{}", r.stderr);
+    // And the host network for a container that has its own namespace.
+    let mut b4 = sb.bundle("hn4", "true");
+    b4.annotate("nethook.network", "host");
+    let r = sb.runc_run(&b4);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("shares the host"), "{}", r.stderr);
+    assert!(sb.endpoint_files().is_empty());
+}
+
+#[test]
+fn none_network_has_only_loopback() {
+    if !can_run("none_network", RUNC_TOOLS) {
+        return;
+    }
+    let sb = Sandbox::new("nonenet");
+    let mut b = sb.bundle("nn", "sleep 60");
+    b.annotate("nethook.network", "none");
+    let c = sb.runc_start(&b);
+    let links = Sandbox::links_in(&c.netns());
+    let names: Vec<&str> = links.iter().filter_map(|l| l["ifname"].as_str()).collect();
+    assert_eq!(names, vec!["lo"]);
+    assert!(
+        links[0]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "UP"),
+        "lo is up: {}",
+        links[0]
+    );
+    // lo works: a TCP connection inside the container over 127.0.0.1.
+    sb.serve_in(&c.netns(), 7000, "lo-ok");
+    assert_eq!(
+        Sandbox::tcp_get_from(&c.netns(), Ipv4Addr::LOCALHOST, 7000).as_deref(),
+        Some("lo-ok\n")
+    );
+    assert_eq!(ps_rows_of(&sb, &c.id)[0]["network"], "none");
+    assert!(sb.lease_files().is_empty());
+    sb.runc_stop(&c.id).ok();
+    assert!(sb.endpoint_files().is_empty());
+}
+
+/// socat to `[ip]:port` over IPv6 from `netns`.
+fn tcp6_get_from(netns: &str, ip: &str, port: u16) -> Option<String> {
+    let r = run(
+        Sandbox::cmd_in(netns, "socat").args([
+            "-T",
+            "3",
+            "-u",
+            &format!("TCP6:[{ip}]:{port},connect-timeout=3"),
+            "STDOUT",
+        ]),
+        None,
+    );
+    (r.code == 0 && !r.stdout.is_empty()).then_some(r.stdout)
+}
+
+fn serve6_in(sb: &Sandbox, netns: &str, port: u16, reply: &str) {
+    sb.spawn_in(
+        netns,
+        &[
+            "socat",
+            &format!("TCP6-LISTEN:{port},reuseaddr,fork,ipv6only=1"),
+            &format!("SYSTEM:echo {reply}"),
+        ],
+    );
+    sb.wait_listening(netns, port);
+}
+
+#[test]
+#[ignore = "needs the IPv6 rules of the firewall layer (neighbour discovery to the gateway)"]
+fn dual_stack_containers_talk_over_ipv6_at_once() {
+    if !can_run("dual_stack", RUNC_TOOLS) {
+        return;
+    }
+    let sb = Sandbox::new("ds");
+    sb.nethook(&[
+        "network",
+        "create",
+        "ds",
+        "--subnet",
+        "10.90.60.0/24",
+        "--subnet",
+        "fd00:60::/64",
+    ])
+    .ok();
+    let mut b = sb.bundle("ds1", "sleep 60");
+    b.annotate("nethook.network", "ds");
+    let c = sb.runc_start(&b);
+    let row = &ps_rows_of(&sb, &c.id)[0];
+    let v6 = row["ipv6"][0]
+        .as_str()
+        .expect("an IPv6 address in ps")
+        .to_string();
+    let (v6, plen) = v6.split_once('/').unwrap();
+    assert!(v6.starts_with("fd00:60::"), "{v6}");
+    assert_eq!(plen, "64");
+    // Usable as soon as the hook returned: not tentative (no DAD), default route via the
+    // gateway.
+    let addrs = ip_in(&c.netns(), &["-6", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(addrs.contains(v6), "{addrs}");
+    assert!(!addrs.contains("tentative"), "{addrs}");
+    let routes = ip_in(&c.netns(), &["-6", "route"]);
+    assert!(
+        routes.contains("default via fd00:60::1 dev eth0"),
+        "{routes}"
+    );
+
+    serve6_in(&sb, &c.netns(), 8080, "v6-ok");
+    // Host (sandbox) -> container over IPv6.
+    assert_eq!(
+        tcp6_get_from(&sb.path(), v6, 8080).as_deref(),
+        Some("v6-ok\n")
+    );
+    // Container -> container over IPv6 on the same bridge.
+    let mut b2 = sb.bundle("ds2", "sleep 60");
+    b2.annotate("nethook.network", "ds");
+    let c2 = sb.runc_start(&b2);
+    assert_eq!(
+        tcp6_get_from(&c2.netns(), v6, 8080).as_deref(),
+        Some("v6-ok\n")
+    );
+    // /etc/hosts carries both addresses.
+    let hosts = std::fs::read_to_string(b.rootfs().join("etc/hosts")).unwrap();
+    assert!(hosts.contains(v6), "{hosts}");
+    sb.runc_stop(&c.id).ok();
+    sb.runc_stop(&c2.id).ok();
+    sb.assert_no_endpoints();
+}
+
+#[test]
+fn several_networks_and_live_connect_disconnect() {
+    if !can_run("connect", RUNC_TOOLS) {
+        return;
+    }
+    let sb = Sandbox::new("conn");
+    for (n, s) in [
+        ("na", "10.90.71.0/24"),
+        ("nb", "10.90.72.0/24"),
+        ("nc", "10.90.73.0/24"),
+    ] {
+        sb.nethook(&["network", "create", n, "--subnet", s]).ok();
+    }
+    let mut b = sb.bundle("multi", "sleep 60");
+    b.annotate("nethook.network", "na,nb");
+    let c = sb.runc_start(&b);
+    let rows = ps_rows_of(&sb, &c.id);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["interface"], "eth0");
+    assert_eq!(rows[1]["interface"], "eth1");
+    // One default route, from the first network.
+    let routes = ip_in(&c.netns(), &["route"]);
+    assert_eq!(routes.matches("default").count(), 1, "{routes}");
+    assert!(
+        routes.contains("default via 10.90.71.1 dev eth0"),
+        "{routes}"
+    );
+    sb.serve_in(&c.netns(), 8080, "multi");
+    for ip in [rows[0]["ipv4"][0].as_str(), rows[1]["ipv4"][0].as_str()] {
+        let ip = addr_of(ip.unwrap());
+        assert_eq!(sb.tcp_get(ip, 8080).as_deref(), Some("multi\n"), "{ip}");
+    }
+
+    // Connect a third network to the running container: eth2 appears with an address that
+    // answers.
+    sb.nethook(&["network", "connect", "nc", &c.id]).ok();
+    let rows = ps_rows_of(&sb, &c.id);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let third = rows.iter().find(|r| r["network"] == "nc").unwrap();
+    assert_eq!(third["interface"], "eth2");
+    let ip3 = addr_of(third["ipv4"][0].as_str().unwrap());
+    assert!(in_subnet(ip3, "10.90.73.0/24"));
+    assert!(Sandbox::link_names_in(&c.netns()).contains("eth2"));
+    assert_eq!(sb.tcp_get(ip3, 8080).as_deref(), Some("multi\n"));
+    // Twice is refused, and so is a network that does not exist.
+    sb.nethook(&["network", "connect", "nc", &c.id])
+        .refused(&["already on network nc"]);
+    sb.nethook(&["network", "connect", "nosuch", &c.id])
+        .refused(&["nosuch", "does not exist"]);
+
+    // Disconnect it again: the interface, its lease and its host link go; the rest stays.
+    let host_if = third["host_interface"].as_str().unwrap().to_string();
+    sb.nethook(&["network", "disconnect", "nc", &c.id]).ok();
+    assert!(!Sandbox::link_names_in(&c.netns()).contains("eth2"));
+    assert!(!sb.link_names().contains(&host_if));
+    assert_eq!(sb.lease_holder("nc", ip3), None);
+    assert!(sb.tcp_dead(ip3, 8080));
+    assert_eq!(ps_rows_of(&sb, &c.id).len(), 2);
+    sb.nethook(&["network", "disconnect", "nc", &c.id])
+        .refused(&["not on network nc"]);
+    // Reconnect reuses the free ethN name.
+    sb.nethook(&["network", "connect", "nc", &c.id]).ok();
+    assert!(Sandbox::link_names_in(&c.netns()).contains("eth2"));
+
+    sb.runc_stop(&c.id).ok();
+    sb.assert_no_endpoints();
+}
+
+#[test]
+fn mtu_from_network_and_annotation() {
+    if !can_run("mtu", RUNC_TOOLS) {
+        return;
+    }
+    let sb = Sandbox::new("mtu");
+    sb.nethook(&[
+        "network",
+        "create",
+        "small",
+        "--subnet",
+        "10.90.80.0/24",
+        "--mtu",
+        "1400",
+    ])
+    .ok();
+    let mut b = sb.bundle("m1", "sleep 60");
+    b.annotate("nethook.network", "small");
+    let c = sb.runc_start(&b);
+    let mtu_of = |ns: &str, dev: &str| -> u64 {
+        Sandbox::links_in(ns)
+            .into_iter()
+            .find(|l| l["ifname"] == dev)
+            .and_then(|l| l["mtu"].as_u64())
+            .unwrap()
+    };
+    assert_eq!(mtu_of(&c.netns(), "eth0"), 1400);
+    let mut b2 = sb.bundle("m2", "sleep 60");
+    b2.annotate("nethook.network", "small");
+    b2.annotate("nethook.mtu", "1300");
+    let c2 = sb.runc_start(&b2);
+    assert_eq!(mtu_of(&c2.netns(), "eth0"), 1300);
+    let mut b3 = sb.bundle("m3", "true");
+    b3.annotate("nethook.mtu", "12");
+    let r = sb.runc_run(&b3);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("nethook.mtu"), "{}", r.stderr);
+    sb.runc_stop(&c.id).ok();
+    sb.runc_stop(&c2.id).ok();
+    sb.assert_no_endpoints();
+}
+
+#[test]
+fn labels_are_stored_shown_and_filtered() {
+    if !can_run("labels", &[]) {
+        return;
+    }
+    let sb = Sandbox::new("labels");
+    sb.nethook(&[
+        "network",
+        "create",
+        "web",
+        "--subnet",
+        "10.90.90.0/24",
+        "--label",
+        "team=web",
+        "--label",
+        "tier=front",
+        "--opt",
+        "com.example.x=1",
+    ])
+    .ok();
+    sb.nethook(&[
+        "network",
+        "create",
+        "db",
+        "--subnet",
+        "10.90.91.0/24",
+        "--label",
+        "team=db",
+    ])
+    .ok();
+    let names = |filters: &[&str]| -> Vec<String> {
+        let mut a = vec!["--format", "json", "network", "ls"];
+        for f in filters {
+            a.extend(["--filter", f]);
+        }
+        let r = sb.nethook(&a).ok();
+        let v: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+        v.iter()
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&["label=team=web"]), vec!["web"]);
+    assert_eq!(names(&["label=team"]), vec!["db", "web"]);
+    assert_eq!(names(&["label=team", "label=tier=front"]), vec!["web"]);
+    assert_eq!(names(&["label=team=ops"]), Vec::<String>::new());
+    assert_eq!(names(&["driver=bridge", "name=db"]), vec!["db"]);
+    let r = sb.nethook(&["network", "inspect", "web"]).ok();
+    assert!(r.stdout.contains("label:       team=web"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("option:      com.example.x=1"),
+        "{}",
+        r.stdout
+    );
+    sb.nethook(&["network", "ls", "--filter", "colour=red"])
+        .refused(&["filter \"colour=red\""]);
+    let _ = Duration::from_secs(0);
+}
