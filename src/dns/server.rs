@@ -86,7 +86,8 @@ pub fn serve(dirs: &Dirs, ready: Option<OwnedFd>) -> Result<()> {
 
 /// The capabilities an in-container listener needs, kept permitted but not effective (see the
 /// `dns` module doc): opening /proc/PID/ns/net of a container's process (a ptrace-read check),
-/// setns there and back, binding port 53 there.
+/// setns there and back, binding port 53 there. (Without CAP_SYS_PTRACE, opening a runc
+/// container's /proc/PID/ns/net fails with EACCES: tried.)
 const KEEP: [caps::Capability; 3] = [
     caps::Capability::CAP_SYS_PTRACE,
     caps::Capability::CAP_SYS_ADMIN,
