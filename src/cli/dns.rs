@@ -14,7 +14,7 @@ pub enum DnsCmd {
         #[arg(long, hide = true)]
         ready_fd: Option<i32>,
     },
-    /// Whether the DNS daemon runs, and its pid.
+    /// Whether the DNS daemon runs, its pid, and how many listeners it has open.
     Status,
 }
 
@@ -29,7 +29,10 @@ pub fn run(dirs: &Dirs, format: Format, cmd: &DnsCmd) -> anyhow::Result<()> {
             match format {
                 Format::Json => output::json(&st),
                 Format::Table => match st.pid {
-                    Some(pid) => println!("running pid {pid} port {}", st.port),
+                    Some(pid) => println!(
+                        "running pid {pid} port {}, listeners: {} on gateways, {} in containers",
+                        st.port, st.listeners.gateways, st.listeners.in_container
+                    ),
                     None => println!("not running"),
                 },
             }

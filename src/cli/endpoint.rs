@@ -235,7 +235,10 @@ pub fn ps(dirs: &Dirs, format: Format, c: &PsCmd) -> anyhow::Result<()> {
     if format == Format::Table && !rows.is_empty() {
         let st = crate::dns::status(dirs);
         match st.pid {
-            Some(pid) => println!("dns daemon: running, pid {pid}, port {}", st.port),
+            Some(pid) => println!(
+                "dns daemon: running, pid {pid}, port {}, listeners: {} on gateways, {} in containers",
+                st.port, st.listeners.gateways, st.listeners.in_container
+            ),
             None => println!("dns daemon: not running"),
         }
     }

@@ -7,7 +7,7 @@
 //! names and compression pointers, and every reply fits the client's UDP limit (or is a
 //! truncated one that sends it to TCP).
 
-use super::records::{Asker, Records};
+use super::records::{Asker, EndpointKey, Records};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, PTR};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -37,6 +37,15 @@ pub enum Outcome {
     Drop,
 }
 
+/// Where a query came in, which decides who asks.
+#[derive(Debug, Clone, Copy)]
+pub enum Via<'a> {
+    /// On a gateway listener, from `src`.
+    Gateway { gateway: Ipv4Addr, src: Ipv4Addr },
+    /// On the listener inside this endpoint's namespace.
+    Endpoint(&'a EndpointKey),
+}
+
 /// Decide what to do with `packet`, received on `gateway` from `src`; `udp` for the limits.
 pub fn handle(
     records: &Records,
@@ -45,6 +54,11 @@ pub fn handle(
     packet: &[u8],
     udp: bool,
 ) -> Outcome {
+    handle_via(records, Via::Gateway { gateway, src }, packet, udp)
+}
+
+/// Decide what to do with `packet`, received as `via` says; `udp` for the limits.
+pub fn handle_via(records: &Records, via: Via<'_>, packet: &[u8], udp: bool) -> Outcome {
     if packet.len() < HEADER || packet[2] & 0x80 != 0 {
         return Outcome::Drop;
     }
@@ -72,7 +86,11 @@ pub fn handle(
     let reply = |code: ResponseCode, answers: Vec<Record>, authoritative: bool| {
         Outcome::Reply(encode(&msg, q, code, answers, authoritative, udp_limit))
     };
-    let Some(asker) = records.asker(gateway, src) else {
+    let asker = match via {
+        Via::Gateway { gateway, src } => records.asker(gateway, src),
+        Via::Endpoint(key) => records.endpoint_asker(key),
+    };
+    let Some(asker) = asker else {
         return reply(ResponseCode::Refused, vec![], false);
     };
     if q.query_class() != DNSClass::IN {

@@ -2,11 +2,40 @@
 //! first attach that puts a container on a network with DNS on, gone within 2 s after the last
 //! such container.
 //!
-//! - Where it listens: every gateway address of a DNS-enabled network in use, on UDP and TCP port
-//!   [`LISTEN_PORT`] (not 53). A static nftables rule (firewall module, prerouting) redirects
-//!   what containers send to their gateway's port 53 there, so a host resolver already bound to
-//!   0.0.0.0:53 (dnsmasq, systemd-resolved, bind) never collides with it, and the daemon needs
-//!   no privilege to bind: it drops every capability right after taking its lock.
+//! - Where it listens, on UDP and TCP, one of two ways per network ([`listens_in_container`]):
+//!   - On the gateway (bridge networks, the default): every gateway address of a DNS-enabled
+//!     network in use, port [`LISTEN_PORT`] (not 53). A static nftables rule (firewall module,
+//!     prerouting) redirects what containers send to their gateway's port 53 there, so a host
+//!     resolver already bound to 0.0.0.0:53 (dnsmasq, systemd-resolved, bind) never collides
+//!     with it.
+//!   - In the container (macvlan networks, and any network with `-o dns_listen=container`):
+//!     [`IN_CONTAINER_ADDR`]:53 inside each such endpoint's own network namespace, what the
+//!     container's resolv.conf names (Docker's embedded DNS address). Why: a macvlan container
+//!     cannot reach its host through the parent interface (the kernel never passes traffic
+//!     between a macvlan port and its parent), so no host address is there to ask; its own
+//!     loopback always is (attach sets lo up, and 127.0.0.0/8 is local on lo). How: the daemon
+//!     makes these sockets itself. On each reload, for every ready endpoint on such a network,
+//!     it opens the namespace by the recorded path, checks that its nsfs identity (dev, ino) is
+//!     the record's `netns_id` (a reused pid never hands it someone else's namespace), enters
+//!     it on its own thread (setns), creates and binds the sockets, and comes back: a socket
+//!     keeps the namespace it was created in, and is served by the same loop and answer path as
+//!     the others. Who asks is the endpoint the socket belongs to (no address look-up); it sees
+//!     the names of every network it is on, as on a gateway. Forwards go out from the daemon's
+//!     own namespace. Sockets of an endpoint that is gone are closed on that reload, with every
+//!     query and connection they had (an open socket pins the dead namespace and with it the
+//!     container's interfaces); the others are kept across reloads, never dropped and made
+//!     anew (no lost queries). A namespace that cannot be opened or entered (the container is
+//!     already gone), has another identity, or whose 127.0.0.11:53 is taken by a process of
+//!     its own, is logged once and tried again on each tick; the daemon goes on serving the
+//!     rest. Another netns, so a host resolver on port 53 never collides with these either.
+//!   - Privileges: right after taking its lock the daemon keeps only what the second way needs,
+//!     in its permitted set, with an empty effective set: it raises them for the few syscalls
+//!     that make an in-container listener, and drops them again at once. CAP_SYS_PTRACE to open
+//!     `/proc/PID/ns/net` (a ptrace-read check: the container's init is not dumpable during
+//!     createRuntime and may hold capabilities the daemon has not, or another uid),
+//!     CAP_SYS_ADMIN for setns into the namespace and back, CAP_NET_BIND_SERVICE to bind port
+//!     53 there. Everything else goes, the bounding set included, with no_new_privs; a gateway
+//!     listener, reading the run dir and forwarding need none.
 //! - What it answers: see `records` (names, aliases, NAME.NETWORK, PTR, only across shared
 //!   networks) and `answer`; everything else is forwarded (`upstream`), except from `--internal`
 //!   networks.
@@ -16,7 +45,8 @@
 //!   hand edits). The sockets stay open across reloads.
 //! - Which daemon: `run/dns/pid` holds a POSIX write lock for the daemon's life and its pid; a
 //!   lock test (F_GETLK) tells attach whether one runs and which pid to signal, with no stale
-//!   pid file to trust. Its log is `run/dns/log`.
+//!   pid file to trust. Its log is `run/dns/log`; `run/dns/listeners.json` counts its listeners
+//!   (`dns status`, `ps`).
 //! - Which parent: fully detached (double fork, setsid, stdio closed), so it outlives the hook.
 //!   Under a runtime that is a child subreaper and waits for every descendant (`crun run` in
 //!   the foreground) it hands over once one of its containers is gone, and that container's
@@ -27,7 +57,7 @@ pub mod records;
 pub mod server;
 pub mod upstream;
 
-use crate::config::Network;
+use crate::config::{DriverKind, Network};
 use crate::error::{Error, Result};
 use crate::names::ContainerId;
 use crate::state::{ensure_dir, Dirs};
@@ -43,6 +73,14 @@ use std::time::Duration;
 /// Above 1024 (no capability needed to bind), below the ephemeral range (32768-60999: an
 /// outgoing socket never holds it), and used by nothing common (mDNS is 5353, LLMNR 5355).
 pub const LISTEN_PORT: u16 = 15353;
+
+/// Where an in-container listener is (port 53), and what such a container's resolv.conf names:
+/// Docker's embedded DNS address, a loopback address no program binds by habit.
+pub const IN_CONTAINER_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
+
+/// The network option that chooses where DNS listens: `gateway` (the default for bridge) or
+/// `container`. Macvlan networks always listen in the container.
+pub const OPT_DNS_LISTEN: &str = "dns_listen";
 
 /// How long a freshly started daemon may take to bind and load before attach goes on without
 /// waiting (it still comes up; the container just may not resolve names at once).
@@ -63,10 +101,41 @@ pub fn log_file(dirs: &Dirs) -> PathBuf {
     dns_dir(dirs).join("log")
 }
 
-/// The name server a container's resolv.conf names: the gateway of its first network with DNS
-/// on (the daemon answers for all of its networks there), None when none has DNS on.
+/// What the running daemon listens on (written by it after each change; read by `status`).
+pub fn listeners_file(dirs: &Dirs) -> PathBuf {
+    dns_dir(dirs).join("listeners.json")
+}
+
+/// Whether the daemon serves containers of `net` inside their own namespaces (at
+/// [`IN_CONTAINER_ADDR`]:53) rather than on the gateway: macvlan networks (their containers
+/// cannot reach the host), and networks created with `-o dns_listen=container`. Never for a
+/// network without DNS.
+pub fn listens_in_container(net: &Network) -> bool {
+    net.dns
+        && (net.driver == DriverKind::Macvlan
+            || net.options.get(OPT_DNS_LISTEN).map(String::as_str) == Some("container"))
+}
+
+/// The name server a container's resolv.conf names: for its first network with DNS on, the
+/// in-container address when that network listens in the container, else its gateway (the
+/// daemon answers for all of the container's networks either way); None when none has DNS on.
 pub fn nameserver(nets: &[Network]) -> Option<Ipv4Addr> {
-    nets.iter().find(|n| n.dns).map(|n| n.subnet4().gateway)
+    nets.iter().find(|n| n.dns).map(|n| {
+        if listens_in_container(n) {
+            IN_CONTAINER_ADDR
+        } else {
+            n.subnet4().gateway
+        }
+    })
+}
+
+/// How many sockets pairs (UDP and TCP) the daemon has open, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Listeners {
+    /// On gateways (one per DNS network in use that listens there).
+    pub gateways: usize,
+    /// Inside endpoints' namespaces (one per endpoint on a network that listens there).
+    pub in_container: usize,
 }
 
 /// Whether the daemon runs, as `dns status` and `doctor` show it.
@@ -75,14 +144,21 @@ pub struct Status {
     pub running: bool,
     pub pid: Option<u32>,
     pub port: u16,
+    /// What it listens on (zero when not running).
+    pub listeners: Listeners,
 }
 
 pub fn status(dirs: &Dirs) -> Status {
     let pid = lock_holder(dirs);
+    let listeners = pid
+        .and_then(|_| std::fs::read(listeners_file(dirs)).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     Status {
         running: pid.is_some(),
         pid,
         port: LISTEN_PORT,
+        listeners,
     }
 }
 
@@ -352,7 +428,41 @@ mod tests {
         let off = net("off", "10.4.0.0/24", false, false);
         let on = net("on", "10.5.0.0/24", true, true);
         assert_eq!(nameserver(std::slice::from_ref(&off)), None);
-        assert_eq!(nameserver(&[off, on]), Some("10.5.0.1".parse().unwrap()));
+        assert_eq!(
+            nameserver(&[off.clone(), on.clone()]),
+            Some("10.5.0.1".parse().unwrap())
+        );
+        // The first DNS network decides: in the container, or its gateway.
+        let mut inside = net("in", "10.6.0.0/24", false, true);
+        inside
+            .options
+            .insert(OPT_DNS_LISTEN.into(), "container".into());
+        assert_eq!(
+            nameserver(&[off.clone(), inside.clone(), on.clone()]),
+            Some(IN_CONTAINER_ADDR)
+        );
+        assert_eq!(nameserver(&[on, inside]), Some("10.5.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn which_networks_listen_in_the_container() {
+        use records::tests::net;
+        let mut n = net("n", "10.7.0.0/24", false, true);
+        assert!(!listens_in_container(&n), "bridge: the gateway by default");
+        n.options.insert(OPT_DNS_LISTEN.into(), "gateway".into());
+        assert!(!listens_in_container(&n));
+        n.options.insert(OPT_DNS_LISTEN.into(), "container".into());
+        assert!(listens_in_container(&n));
+        n.dns = false;
+        assert!(!listens_in_container(&n), "no DNS, no listener");
+        let mut m = net("m", "10.8.0.0/24", false, true);
+        m.driver = DriverKind::Macvlan;
+        assert!(listens_in_container(&m));
+        m.options.insert(OPT_DNS_LISTEN.into(), "gateway".into());
+        assert!(
+            listens_in_container(&m),
+            "a macvlan container cannot reach its host"
+        );
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! A container is visible under its hostname and each alias, bare and as `NAME.NETWORK`, on every
 //! network of its own that has DNS on, and only to containers that share such a network: the
 //! requester is known by its source address (addresses are unique across nethook's networks,
-//! whose subnets never overlap), the network by the gateway the query arrived on.
+//! whose subnets never overlap), the network by the gateway the query arrived on. A query on an
+//! in-container listener (127.0.0.11:53 inside one endpoint's namespace, see the module doc of
+//! `dns`) needs neither: the socket itself names the endpoint ([`Records::endpoint_asker`]).
 
 use crate::config::Network;
-use crate::state::endpoint::{Endpoint, EpState};
+use crate::state::endpoint::{Endpoint, EpState, NetnsId};
 use crate::state::Dirs;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
@@ -24,6 +26,26 @@ pub struct Net {
     pub subnet: Ipv4Net,
     pub internal: bool,
     pub upstreams: Vec<Ipv4Addr>,
+    /// Served by listeners inside its containers' namespaces, not on the gateway
+    /// ([`super::listens_in_container`]).
+    pub in_container: bool,
+}
+
+/// One endpoint that gets a listener inside its namespace: it has an attachment on a network
+/// that listens in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InContainer {
+    pub key: EndpointKey,
+    /// The namespace path as recorded (`/proc/PID/ns/net`, `/run/netns/NAME`).
+    pub netns: PathBuf,
+}
+
+/// Which endpoint a listener inside a namespace belongs to: its id and the identity of its
+/// namespace at attach time (None for a record without one: never entered).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    pub id: String,
+    pub netns_id: Option<NetnsId>,
 }
 
 /// One container as DNS sees it.
@@ -35,6 +57,10 @@ struct Ctr {
     addrs: Vec<(usize, Ipv4Addr)>,
     /// Host-side veths of those attachments: they vanish with the container's namespace.
     host_ifs: Vec<String>,
+    key: EndpointKey,
+    netns: PathBuf,
+    /// On some network that listens in the container.
+    in_container: bool,
 }
 
 /// An immutable snapshot, swapped whole on reload.
@@ -47,6 +73,8 @@ pub struct Records {
     names: HashMap<String, Vec<(usize, usize, Ipv4Addr)>>,
     /// Address -> container.
     by_addr: HashMap<Ipv4Addr, usize>,
+    /// Endpoint -> container.
+    by_key: HashMap<EndpointKey, usize>,
 }
 
 /// Who asks, as far as DNS cares.
@@ -81,6 +109,7 @@ impl Records {
                             subnet: net.subnet4().subnet,
                             internal: net.internal,
                             upstreams: net.dns_upstreams.clone(),
+                            in_container: super::listens_in_container(net),
                         });
                         r.by_gateway.insert(gw, r.nets.len() - 1);
                         r.nets.len() - 1
@@ -109,10 +138,18 @@ impl Records {
             for &(_, ip) in &addrs {
                 r.by_addr.insert(ip, c);
             }
+            let key = EndpointKey {
+                id: ep.id.to_string(),
+                netns_id: ep.netns_id,
+            };
+            r.by_key.insert(key.clone(), c);
             r.ctrs.push(Ctr {
                 hostname: ep.hostname.clone(),
+                in_container: addrs.iter().any(|&(n, _)| r.nets[n].in_container),
                 addrs,
                 host_ifs,
+                key,
+                netns: PathBuf::from(&ep.netns),
             });
         }
         r
@@ -147,9 +184,43 @@ impl Records {
             .map(String::as_str)
     }
 
-    /// The gateways to listen on.
+    /// The gateways to listen on: those of the networks that do not listen in the container
+    /// (a macvlan network's gateway is some router's address, not ours).
     pub fn gateways(&self) -> Vec<Ipv4Addr> {
-        self.nets.iter().map(|n| n.gateway).collect()
+        self.nets
+            .iter()
+            .filter(|n| !n.in_container)
+            .map(|n| n.gateway)
+            .collect()
+    }
+
+    /// The endpoints that get a listener inside their namespace.
+    pub fn in_container(&self) -> Vec<InContainer> {
+        self.ctrs
+            .iter()
+            .filter(|c| c.in_container)
+            .map(|c| InContainer {
+                key: c.key.clone(),
+                netns: c.netns.clone(),
+            })
+            .collect()
+    }
+
+    /// Who asks on the listener inside the namespace of endpoint `key`: that endpoint, seeing
+    /// every DNS-enabled network it is on (its first one counts as the arrival). None when the
+    /// endpoint is no longer in the records.
+    pub fn endpoint_asker(&self, key: &EndpointKey) -> Option<Asker> {
+        let c = &self.ctrs[*self.by_key.get(key)?];
+        let mut visible = Vec::new();
+        for &(net, _) in &c.addrs {
+            if !visible.contains(&net) {
+                visible.push(net);
+            }
+        }
+        Some(Asker {
+            arrival: *visible.first()?,
+            visible,
+        })
     }
 
     /// Who is asking: a query from `src` that arrived on `gateway`. None when that is no
@@ -489,6 +560,62 @@ pub(crate) mod tests {
         assert_eq!(r.forwarding(&web), Some(vec![]));
         assert!(r.has_endpoints());
         assert_eq!(r.gateways().len(), 3);
+    }
+
+    #[test]
+    fn in_container_endpoints_ask_as_themselves() {
+        let mut m = net("m", "10.1.0.0/24", false, true);
+        m.options
+            .insert(super::super::OPT_DNS_LISTEN.into(), "container".into());
+        let mut i = net("mi", "10.3.0.0/24", true, true);
+        i.options
+            .insert(super::super::OPT_DNS_LISTEN.into(), "container".into());
+        let nets = vec![m, net("b", "10.2.0.0/24", false, true), i];
+        let id = NetnsId { dev: 4, ino: 9 };
+        let mut eps = vec![
+            ep("mx", &["alias"], &[("m", "10.1.0.2"), ("b", "10.2.0.2")]),
+            ep("my", &[], &[("m", "10.1.0.3")]),
+            ep("bz", &[], &[("b", "10.2.0.3")]),
+            ep("secret", &[], &[("mi", "10.3.0.2")]),
+        ];
+        for e in &mut eps {
+            e.netns = format!("/proc/{}/ns/net", e.id);
+            e.netns_id = Some(id);
+        }
+        let r = Records::build(&eps, &nets);
+        // Only the gateways of networks that listen there; a listener for each endpoint on a
+        // network that listens in the container, with the namespace to find it by.
+        assert_eq!(r.gateways(), vec![ip("10.2.0.1")]);
+        let inside = r.in_container();
+        let ids: Vec<&str> = inside.iter().map(|c| c.key.id.as_str()).collect();
+        assert_eq!(ids, vec!["mx", "my", "secret"]);
+        assert_eq!(inside[0].netns, PathBuf::from("/proc/mx/ns/net"));
+        assert_eq!(inside[0].key.netns_id, Some(id));
+        // mx sees both of its networks, the first one first.
+        let mx = r.endpoint_asker(&inside[0].key).unwrap();
+        assert_eq!(r.lookup(&mx, "my"), Some(vec![ip("10.1.0.3")]));
+        assert_eq!(r.lookup(&mx, "bz"), Some(vec![ip("10.2.0.3")]));
+        assert_eq!(
+            r.lookup(&mx, "mx"),
+            Some(vec![ip("10.1.0.2"), ip("10.2.0.2")])
+        );
+        assert_eq!(r.reverse(&mx, ip("10.2.0.3")), Some("bz"));
+        // my sees only m: not bz, and not mx's address on b.
+        let my = r.endpoint_asker(&inside[1].key).unwrap();
+        assert_eq!(r.lookup(&my, "bz"), None);
+        assert_eq!(r.lookup(&my, "alias"), Some(vec![ip("10.1.0.2")]));
+        assert_eq!(r.lookup(&my, "secret"), None);
+        assert_eq!(r.forwarding(&my), Some(vec![]));
+        // Internal: its own names, no forwarding.
+        let secret = r.endpoint_asker(&inside[2].key).unwrap();
+        assert_eq!(r.lookup(&secret, "secret"), Some(vec![ip("10.3.0.2")]));
+        assert_eq!(r.forwarding(&secret), None);
+        // Another namespace identity under the same id is nobody.
+        let other = EndpointKey {
+            id: "mx".into(),
+            netns_id: Some(NetnsId { dev: 4, ino: 10 }),
+        };
+        assert!(r.endpoint_asker(&other).is_none());
     }
 
     #[test]

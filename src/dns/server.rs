@@ -1,16 +1,19 @@
 //! `nethook dns serve`: the daemon. One thread, one tokio current-thread runtime: a UDP and a TCP
-//! task per gateway, a task per forwarded query or TCP connection, and the main loop (signals,
-//! a 250 ms tick for reloads, rebinding and the idle exit).
+//! task per gateway and per in-container listener, a task per forwarded query or TCP connection,
+//! and the main loop (signals, a 250 ms tick for reloads, rebinding and the idle exit). The
+//! thread leaves its own network namespace only inside [`make_in_container`], for the few
+//! syscalls that create an in-container listener's sockets (see the `dns` module doc).
 //!
 //! Limits keep a flood from growing memory: at most [`MAX_INFLIGHT`] forwarded queries (more are
 //! answered SERVFAIL at once), [`MAX_TCP`] TCP connections (more are closed), each idle for at
 //! most [`TCP_IDLE`]; UDP buffers are the kernel's.
 
-use super::answer::{self, Outcome, MAX_UDP};
-use super::records::{Loader, Records};
-use super::upstream::{self, HostResolvers};
-use super::{PidLock, LISTEN_PORT};
+use super::answer::{self, Outcome, Via, MAX_UDP};
+use super::records::{EndpointKey, InContainer, Loader, Records};
+use super::upstream::{self, HostResolvers, DNS_PORT};
+use super::{Listeners, PidLock, IN_CONTAINER_ADDR, LISTEN_PORT};
 use crate::error::{Error, Result};
+use crate::netns::Netns;
 use crate::state::Dirs;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::task::JoinHandle;
+use tokio::task::AbortHandle;
 
 pub const MAX_INFLIGHT: usize = 512;
 pub const MAX_TCP: usize = 128;
@@ -60,39 +63,75 @@ pub fn serve(dirs: &Dirs, ready: Option<OwnedFd>) -> Result<()> {
         return Ok(());
     };
     drop_privileges();
+    // Where the thread comes back to after making an in-container listener.
+    let home = match Netns::current() {
+        Ok(ns) => Some(ns),
+        Err(e) => {
+            log(format!("no in-container listeners: {e}"));
+            None
+        }
+    };
     log(format!(
-        "listening on port {LISTEN_PORT} of each DNS gateway"
+        "listening on port {LISTEN_PORT} of each DNS gateway, and on {IN_CONTAINER_ADDR}:{DNS_PORT} in each container of a network that listens there"
     ));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the DNS runtime", e, "check the system limits"))?;
     let local = tokio::task::LocalSet::new();
-    let r = local.block_on(&rt, Daemon::new(dirs, lock).run(sfd, ready));
+    let r = local.block_on(&rt, Daemon::new(dirs, lock, home).run(sfd, ready));
     log("exiting");
     r
 }
 
-/// Every capability goes (bounding set first, which needs CAP_SETPCAP), and no exec can get
-/// one back: binding a port above 1024 on an address, reading the run dir and forwarding
-/// queries need none.
+/// The capabilities an in-container listener needs, kept permitted but not effective (see the
+/// `dns` module doc): opening /proc/PID/ns/net of a container's process (a ptrace-read check),
+/// setns there and back, binding port 53 there. (Without CAP_SYS_PTRACE, opening a runc
+/// container's /proc/PID/ns/net fails with EACCES: tried.)
+const KEEP: [caps::Capability; 3] = [
+    caps::Capability::CAP_SYS_PTRACE,
+    caps::Capability::CAP_SYS_ADMIN,
+    caps::Capability::CAP_NET_BIND_SERVICE,
+];
+
+/// Every other capability goes (bounding set first, which needs CAP_SETPCAP), the effective set
+/// is emptied, and no exec can get one back: binding a port above 1024 on an address, reading
+/// the run dir and forwarding queries need none.
 fn drop_privileges() {
     use caps::CapSet;
     for cap in caps::all() {
-        let _ = caps::drop(None, CapSet::Bounding, cap);
+        if !KEEP.contains(&cap) {
+            let _ = caps::drop(None, CapSet::Bounding, cap);
+        }
     }
-    for set in [
-        CapSet::Ambient,
-        CapSet::Inheritable,
-        CapSet::Effective,
-        CapSet::Permitted,
-    ] {
+    for set in [CapSet::Ambient, CapSet::Inheritable, CapSet::Effective] {
         if let Err(e) = caps::clear(None, set) {
             log(format!("dropping capabilities ({set:?}): {e}"));
         }
     }
+    let keep: caps::CapsHashSet = KEEP.into_iter().collect();
+    let permitted = caps::read(None, CapSet::Permitted).unwrap_or_default();
+    let keep = keep.intersection(&permitted).copied().collect();
+    if let Err(e) = caps::set(None, CapSet::Permitted, &keep) {
+        log(format!("dropping capabilities (Permitted): {e}"));
+    }
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+}
+
+/// Run `f` with the kept capabilities effective, then empty the effective set again. (One
+/// thread: nothing else runs meanwhile.)
+fn with_caps<T>(f: impl FnOnce() -> T) -> T {
+    use caps::CapSet;
+    for cap in KEEP {
+        // One that is not permitted (a daemon started without it): what needs it fails and says.
+        let _ = caps::raise(None, CapSet::Effective, cap);
+    }
+    let out = f();
+    if let Err(e) = caps::clear(None, CapSet::Effective) {
+        log(format!("dropping capabilities (Effective): {e}"));
+    }
+    out
 }
 
 struct Shared {
@@ -100,6 +139,38 @@ struct Shared {
     host: RefCell<HostResolvers>,
     inflight: Cell<usize>,
     tcp: Cell<usize>,
+}
+
+/// One unit of `Shared::inflight` or `Shared::tcp`, given back on drop (also when the task that
+/// holds it is aborted with its listener).
+struct Held {
+    shared: Rc<Shared>,
+    tcp: bool,
+}
+
+impl Held {
+    fn new(shared: &Rc<Shared>, tcp: bool) -> Held {
+        let h = Held {
+            shared: shared.clone(),
+            tcp,
+        };
+        h.counter().set(h.counter().get() + 1);
+        h
+    }
+
+    fn counter(&self) -> &Cell<usize> {
+        if self.tcp {
+            &self.shared.tcp
+        } else {
+            &self.shared.inflight
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.counter().set(self.counter().get() - 1);
+    }
 }
 
 impl Shared {
@@ -118,15 +189,51 @@ impl Shared {
     }
 }
 
+/// The tasks of one listener: its two loops and every forward and TCP connection they started.
+/// All are aborted when the listener is dropped, so its sockets (an accepted connection or a
+/// forward's reply path included) close at once.
+#[derive(Clone, Default)]
+struct Tasks(Rc<RefCell<Vec<AbortHandle>>>);
+
+impl Tasks {
+    fn spawn(&self, f: impl std::future::Future<Output = ()> + 'static) {
+        let h = tokio::task::spawn_local(f).abort_handle();
+        let mut v = self.0.borrow_mut();
+        v.retain(|t| !t.is_finished());
+        v.push(h);
+    }
+}
+
 struct Listener {
-    udp: JoinHandle<()>,
-    tcp: JoinHandle<()>,
+    tasks: Tasks,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        self.udp.abort();
-        self.tcp.abort();
+        for t in self.tasks.0.borrow_mut().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// Where a listener's queries come from, which decides who asks.
+#[derive(Clone)]
+enum Origin {
+    /// A gateway listener: the asker is found by source address.
+    Gateway(Ipv4Addr),
+    /// The listener inside this endpoint's namespace: the asker is that endpoint.
+    Endpoint(Rc<EndpointKey>),
+}
+
+impl Origin {
+    fn via(&self, src: Ipv4Addr) -> Via<'_> {
+        match self {
+            Origin::Gateway(gateway) => Via::Gateway {
+                gateway: *gateway,
+                src,
+            },
+            Origin::Endpoint(key) => Via::Endpoint(key),
+        }
     }
 }
 
@@ -137,12 +244,26 @@ struct Daemon {
     listeners: HashMap<Ipv4Addr, Listener>,
     /// Gateways whose bind failed, with the error last logged.
     failed: HashMap<Ipv4Addr, String>,
+    /// The daemon's own namespace (None: it could not be opened; no in-container listeners).
+    home: Option<Netns>,
+    /// In-container listeners, by endpoint.
+    inside: HashMap<EndpointKey, Listener>,
+    /// Endpoints whose in-container listener could not be made, with the error last logged.
+    inside_failed: HashMap<EndpointKey, String>,
+    /// The counts last written to the listeners file.
+    published: Option<Listeners>,
+    listeners_file: PathBuf,
 }
 
 impl Daemon {
-    fn new(dirs: &Dirs, lock: PidLock) -> Daemon {
+    fn new(dirs: &Dirs, lock: PidLock, home: Option<Netns>) -> Daemon {
         Daemon {
             lock,
+            home,
+            inside: HashMap::new(),
+            inside_failed: HashMap::new(),
+            published: None,
+            listeners_file: super::listeners_file(dirs),
             loader: Loader::new(dirs),
             shared: Rc::new(Shared {
                 records: RefCell::new(Rc::new(Records::default())),
@@ -200,7 +321,7 @@ impl Daemon {
                 _ = tick.tick() => {
                     if self.loader.changed() {
                         self.reload();
-                    } else if !self.failed.is_empty() {
+                    } else if !self.failed.is_empty() || !self.inside_failed.is_empty() {
                         self.bind_all();
                     }
                     if let Some(reason) = self.waited_on() {
@@ -261,8 +382,73 @@ impl Daemon {
         self.bind_all();
     }
 
-    /// Listen on every gateway of the records, stop listening on the others.
+    /// Listen on every gateway of the records and in every endpoint's namespace that needs it;
+    /// stop listening on the others.
     fn bind_all(&mut self) {
+        self.bind_gateways();
+        self.bind_in_containers();
+        let now = Listeners {
+            gateways: self.listeners.len(),
+            in_container: self.inside.len(),
+        };
+        if self.published != Some(now) {
+            let json = serde_json::to_vec(&now).expect("counts serialise");
+            match crate::state::atomic_write(&self.listeners_file, &json, false) {
+                Ok(()) => self.published = Some(now),
+                Err(e) => log(format!("writing the listener counts: {e}")),
+            }
+        }
+    }
+
+    /// In-container listeners: the gone endpoints' closed first (their namespace must not stay
+    /// pinned), then one made for each endpoint that has none. Kept ones are never touched.
+    fn bind_in_containers(&mut self) {
+        let want = self.shared.records.borrow().in_container();
+        self.inside.retain(|k, _| want.iter().any(|w| w.key == *k));
+        self.inside_failed
+            .retain(|k, _| want.iter().any(|w| w.key == *k));
+        let Some(home) = &self.home else {
+            return;
+        };
+        for w in want {
+            if self.inside.contains_key(&w.key) {
+                continue;
+            }
+            let made = make_in_container(&w, home).and_then(|(udp, tcp)| {
+                serve_sockets(
+                    udp,
+                    tcp,
+                    Origin::Endpoint(Rc::new(w.key.clone())),
+                    &self.shared,
+                )
+                .map_err(|e| e.to_string())
+            });
+            match made {
+                Ok(l) => {
+                    if self.inside_failed.remove(&w.key).is_some() {
+                        log(format!(
+                            "container {}: listening on {IN_CONTAINER_ADDR}:{DNS_PORT} in its namespace now",
+                            w.key.id
+                        ));
+                    }
+                    self.inside.insert(w.key, l);
+                }
+                Err(e) => {
+                    if self.inside_failed.get(&w.key) != Some(&e) {
+                        log(format!(
+                            "container {}: no DNS listener in its namespace {}: {e}; trying again on each reload",
+                            w.key.id,
+                            w.netns.display()
+                        ));
+                    }
+                    self.inside_failed.insert(w.key, e);
+                }
+            }
+        }
+    }
+
+    /// Listen on every gateway of the records, stop listening on the others.
+    fn bind_gateways(&mut self) {
         let gws = self.shared.records.borrow().gateways();
         self.listeners.retain(|gw, _| gws.contains(gw));
         self.failed.retain(|gw, _| gws.contains(gw));
@@ -291,10 +477,10 @@ impl Daemon {
     }
 }
 
-/// A socket bound to gw:LISTEN_PORT. IP_FREEBIND: the bridge address may not be up yet (a
-/// network being re-created); SO_REUSEADDR for TCP only (a restart must not wait for
-/// TIME_WAIT; for UDP it would let two sockets share the port).
-fn bound_socket(gw: Ipv4Addr, kind: libc::c_int) -> std::io::Result<OwnedFd> {
+/// A socket bound to addr:port, in the thread's namespace. IP_FREEBIND: the bridge address may
+/// not be up yet (a network being re-created), nor a container's lo; SO_REUSEADDR for TCP only
+/// (a restart must not wait for TIME_WAIT; for UDP it would let two sockets share the port).
+fn bound_socket(addr: Ipv4Addr, port: u16, kind: libc::c_int) -> std::io::Result<OwnedFd> {
     // SAFETY: socket(2); the fd is owned at once.
     let fd = unsafe {
         libc::socket(
@@ -327,9 +513,9 @@ fn bound_socket(gw: Ipv4Addr, kind: libc::c_int) -> std::io::Result<OwnedFd> {
     }
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: LISTEN_PORT.to_be(),
+        sin_port: port.to_be(),
         sin_addr: libc::in_addr {
-            s_addr: u32::from(gw).to_be(),
+            s_addr: u32::from(addr).to_be(),
         },
         sin_zero: [0; 8],
     };
@@ -354,21 +540,70 @@ fn bound_socket(gw: Ipv4Addr, kind: libc::c_int) -> std::io::Result<OwnedFd> {
 }
 
 fn listen(gw: Ipv4Addr, shared: &Rc<Shared>) -> std::io::Result<Listener> {
-    let udp = UdpSocket::from_std(std::net::UdpSocket::from(bound_socket(
-        gw,
-        libc::SOCK_DGRAM,
-    )?))?;
-    let tcp = TcpListener::from_std(std::net::TcpListener::from(bound_socket(
-        gw,
-        libc::SOCK_STREAM,
-    )?))?;
-    Ok(Listener {
-        udp: tokio::task::spawn_local(udp_loop(Rc::new(udp), gw, shared.clone())),
-        tcp: tokio::task::spawn_local(tcp_loop(tcp, gw, shared.clone())),
+    let udp = bound_socket(gw, LISTEN_PORT, libc::SOCK_DGRAM)?;
+    let tcp = bound_socket(gw, LISTEN_PORT, libc::SOCK_STREAM)?;
+    serve_sockets(udp, tcp, Origin::Gateway(gw), shared)
+}
+
+/// The UDP and TCP sockets of an in-container listener for endpoint `w`, bound to
+/// IN_CONTAINER_ADDR:53 inside its namespace: opened by the recorded path and checked against the
+/// recorded identity before anything is done there. The error says why not, in a few words.
+fn make_in_container(
+    w: &InContainer,
+    home: &Netns,
+) -> std::result::Result<(OwnedFd, OwnedFd), String> {
+    let Some(want) = w.key.netns_id else {
+        return Err("its record has no namespace identity to check".into());
+    };
+    with_caps(|| {
+        let ns = Netns::open(&w.netns).map_err(|e| e.to_string())?;
+        let id = ns.id().map_err(|e| e.to_string())?;
+        if id != want {
+            return Err(format!(
+                "that path is another namespace now (inode {}:{}, recorded {}:{})",
+                id.dev, id.ino, want.dev, want.ino
+            ));
+        }
+        let socks = ns
+            .run_in(home, || {
+                Ok(
+                    bound_socket(IN_CONTAINER_ADDR, DNS_PORT, libc::SOCK_DGRAM).and_then(|udp| {
+                        bound_socket(IN_CONTAINER_ADDR, DNS_PORT, libc::SOCK_STREAM)
+                            .map(|tcp| (udp, tcp))
+                    }),
+                )
+            })
+            .map_err(|e| e.to_string())?;
+        socks.map_err(|e| match e.raw_os_error() {
+            Some(libc::EADDRINUSE) => format!(
+                "{IN_CONTAINER_ADDR}:{DNS_PORT} is taken by a program in that namespace; skipped"
+            ),
+            _ => format!("binding {IN_CONTAINER_ADDR}:{DNS_PORT}: {e}"),
+        })
     })
 }
 
-async fn udp_loop(sock: Rc<UdpSocket>, gw: Ipv4Addr, shared: Rc<Shared>) {
+/// Serve two bound sockets (nonblocking; the TCP one listening).
+fn serve_sockets(
+    udp: OwnedFd,
+    tcp: OwnedFd,
+    origin: Origin,
+    shared: &Rc<Shared>,
+) -> std::io::Result<Listener> {
+    let udp = UdpSocket::from_std(std::net::UdpSocket::from(udp))?;
+    let tcp = TcpListener::from_std(std::net::TcpListener::from(tcp))?;
+    let tasks = Tasks::default();
+    tasks.spawn(udp_loop(
+        Rc::new(udp),
+        origin.clone(),
+        shared.clone(),
+        tasks.clone(),
+    ));
+    tasks.spawn(tcp_loop(tcp, origin, shared.clone(), tasks.clone()));
+    Ok(Listener { tasks })
+}
+
+async fn udp_loop(sock: Rc<UdpSocket>, origin: Origin, shared: Rc<Shared>, tasks: Tasks) {
     let mut buf = vec![0u8; MAX_UDP];
     loop {
         let (n, src) = match sock.recv_from(&mut buf).await {
@@ -381,7 +616,7 @@ async fn udp_loop(sock: Rc<UdpSocket>, gw: Ipv4Addr, shared: Rc<Shared>) {
         };
         let records = shared.records.borrow().clone();
         let packet = &buf[..n];
-        match answer::handle(&records, gw, *src.ip(), packet, true) {
+        match answer::handle_via(&records, origin.via(*src.ip()), packet, true) {
             // try_send: the loop never waits on a full socket buffer (the reply is lost, as the
             // network may lose it; the client asks again).
             Outcome::Reply(b) => {
@@ -394,21 +629,21 @@ async fn udp_loop(sock: Rc<UdpSocket>, gw: Ipv4Addr, shared: Rc<Shared>) {
                     let _ = sock.try_send_to(&answer::servfail(packet), src.into());
                     continue;
                 }
-                shared.inflight.set(shared.inflight.get() + 1);
-                let (sock, shared, packet) = (sock.clone(), shared.clone(), packet.to_vec());
-                tokio::task::spawn_local(async move {
+                let held = Held::new(&shared, false);
+                let (sock, packet) = (sock.clone(), packet.to_vec());
+                tasks.spawn(async move {
                     let reply = upstream::forward(&packet, &servers, false, udp_limit)
                         .await
                         .unwrap_or_else(|| answer::servfail(&packet));
                     let _ = sock.send_to(&reply, SocketAddr::V4(src)).await;
-                    shared.inflight.set(shared.inflight.get() - 1);
+                    drop(held);
                 });
             }
         }
     }
 }
 
-async fn tcp_loop(listener: TcpListener, gw: Ipv4Addr, shared: Rc<Shared>) {
+async fn tcp_loop(listener: TcpListener, origin: Origin, shared: Rc<Shared>, tasks: Tasks) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -423,11 +658,11 @@ async fn tcp_loop(listener: TcpListener, gw: Ipv4Addr, shared: Rc<Shared>) {
         if shared.tcp.get() >= MAX_TCP {
             continue;
         }
-        shared.tcp.set(shared.tcp.get() + 1);
-        let shared = shared.clone();
-        tokio::task::spawn_local(async move {
-            let _ = tcp_conn(stream, *peer.ip(), gw, &shared).await;
-            shared.tcp.set(shared.tcp.get() - 1);
+        let held = Held::new(&shared, true);
+        let (shared, origin) = (shared.clone(), origin.clone());
+        tasks.spawn(async move {
+            let _ = tcp_conn(stream, *peer.ip(), &origin, &shared).await;
+            drop(held);
         });
     }
 }
@@ -436,7 +671,7 @@ async fn tcp_loop(listener: TcpListener, gw: Ipv4Addr, shared: Rc<Shared>) {
 async fn tcp_conn(
     mut s: TcpStream,
     src: Ipv4Addr,
-    gw: Ipv4Addr,
+    origin: &Origin,
     shared: &Rc<Shared>,
 ) -> Option<()> {
     loop {
@@ -451,7 +686,7 @@ async fn tcp_conn(
             .ok()?
             .ok()?;
         let records = shared.records.borrow().clone();
-        let reply = match answer::handle(&records, gw, src, &packet, false) {
+        let reply = match answer::handle_via(&records, origin.via(src), &packet, false) {
             Outcome::Reply(b) => b,
             Outcome::Drop => return None,
             Outcome::Forward { servers, .. } => {
@@ -459,9 +694,9 @@ async fn tcp_conn(
                 if servers.is_empty() || shared.inflight.get() >= MAX_INFLIGHT {
                     answer::servfail(&packet)
                 } else {
-                    shared.inflight.set(shared.inflight.get() + 1);
+                    let held = Held::new(shared, false);
                     let r = upstream::forward(&packet, &servers, true, usize::MAX).await;
-                    shared.inflight.set(shared.inflight.get() - 1);
+                    drop(held);
                     r.unwrap_or_else(|| answer::servfail(&packet))
                 }
             }

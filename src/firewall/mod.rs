@@ -91,6 +91,9 @@
 //! then sees. Where the admin lists 53 in a network's `allow_host_ports`, the
 //! first rule leaves port 53 alone: a resolver of their own on the gateway
 //! answers. Queries to other host addresses or outside servers are untouched.
+//! Networks that listen in the container (macvlan, `dns_listen=container`)
+//! need no rule at all: their containers ask 127.0.0.11:53 on their own lo,
+//! where the daemon holds a socket made in their namespace.
 //!
 //! Teardown is on the hook's hot path, and deleting is what is slow here: a
 //! transaction that deletes anything leaves nf_tables destroy work that waits

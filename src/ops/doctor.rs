@@ -261,7 +261,10 @@ pub fn run(dirs: &Dirs) -> Vec<Item> {
         Some(pid) => add(
             Level::Ok,
             "dns",
-            format!("daemon running, pid {pid}, port {}", dns.port),
+            format!(
+                "daemon running, pid {pid}, port {}, listeners: {} on gateways, {} in containers",
+                dns.port, dns.listeners.gateways, dns.listeners.in_container
+            ),
         ),
         None if crate::dns::records::Loader::new(dirs).load().has_endpoints() => add(
             Level::Warn,

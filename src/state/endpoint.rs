@@ -62,7 +62,7 @@ fn bridge_kind() -> DriverKind {
 }
 
 /// Identity of a network namespace: (st_dev, st_ino) of its nsfs inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NetnsId {
     pub dev: u64,
     pub ino: u64,

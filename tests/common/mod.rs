@@ -788,6 +788,14 @@ impl Sandbox {
 
     /// `runc create` + `runc start`, stdio to a file in the bundle; returns the container.
     pub fn runc_start(&self, b: &Bundle) -> Ctr {
+        let c = self.runc_create(b);
+        run(&mut self.runc(&["start", &b.id]), None).ok();
+        c
+    }
+
+    /// `runc create` alone (its createRuntime hook has run when this returns), stdio to a file
+    /// in the bundle; returns the created container (`runc start ID` runs it).
+    pub fn runc_create(&self, b: &Bundle) -> Ctr {
         b.write();
         lock(&self.containers).push(b.id.clone());
         let bundle = b.dir.to_string_lossy().into_owned();
@@ -804,7 +812,6 @@ impl Sandbox {
             b.id,
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        run(&mut self.runc(&["start", &b.id]), None).ok();
         let state = run(&mut self.runc(&["state", &b.id]), None).ok();
         let v: Value = serde_json::from_str(&state.stdout).expect("runc state");
         Ctr {
