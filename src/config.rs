@@ -594,6 +594,19 @@ impl NetworkSpec {
         if let Some(s) = options.get(OPT_ALLOW_HOST_PORTS) {
             parse_host_ports(s)?;
         }
+        match options.get(OPT_DNS_LISTEN).map(String::as_str) {
+            None | Some("container") => {}
+            Some("gateway") if driver == DriverKind::Bridge => {}
+            Some(other) => return Err(Error::invalid(
+                format!("option {OPT_DNS_LISTEN}={other}"),
+                if driver == DriverKind::Macvlan {
+                    "a macvlan network's DNS can only listen in the container (its host is unreachable from it)"
+                } else {
+                    "is not gateway or container"
+                },
+                "use dns_listen=gateway (the default for bridge networks) or dns_listen=container",
+            )),
+        }
         let dns_upstreams = parse_dns_upstreams(&name, gateway, &self.dns_upstreams)?;
         // A macvlan network's traffic never passes the host's stack: nothing to masquerade.
         let masquerade = driver == DriverKind::Bridge && !self.no_masquerade && !self.internal;
@@ -710,6 +723,10 @@ pub fn parse_host_ports(s: &str) -> Result<Vec<(crate::firewall::L4, u16)>> {
     }
     Ok(out)
 }
+
+/// Where a network's DNS answers: `gateway` (bridge default) or `container` (127.0.0.11 in
+/// each container's namespace; the only way for macvlan).
+pub const OPT_DNS_LISTEN: &str = "dns_listen";
 
 /// The option naming host services containers of a network may reach on the bridge address.
 pub const OPT_ALLOW_HOST_PORTS: &str = "allow_host_ports";

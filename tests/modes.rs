@@ -565,3 +565,64 @@ fn labels_are_stored_shown_and_filtered() {
         .refused(&["filter \"colour=red\""]);
     let _ = Duration::from_secs(0);
 }
+
+#[test]
+fn macvlan_containers_resolve_each_other_by_name() {
+    if !can_run("macvlan_dns", RUNC_TOOLS) {
+        return;
+    }
+    let sb = Sandbox::new("mvdns");
+    let _peer = lan(&sb);
+    sb.nethook(&[
+        "network",
+        "create",
+        "lan",
+        "--driver",
+        "macvlan",
+        "--parent",
+        "lan0",
+        "--subnet",
+        "192.168.77.0/24",
+        "--gateway",
+        "192.168.77.2",
+    ])
+    .ok();
+    // gateway listening cannot work on macvlan (the host is unreachable from its children).
+    sb.nethook(&[
+        "network",
+        "create",
+        "lan2",
+        "--driver",
+        "macvlan",
+        "--parent",
+        "lan0",
+        "--subnet",
+        "192.168.78.0/24",
+        "-o",
+        "dns_listen=gateway",
+    ])
+    .refused(&["dns_listen=gateway", "macvlan"]);
+    let mut b1 = sb.bundle("mvd1", "sleep 60");
+    b1.annotate("nethook.network", "lan")
+        .annotate("nethook.aliases", "db");
+    let c1 = sb.runc_start(&b1);
+    let mut b2 = sb.bundle("mvd2", "sleep 60");
+    b2.annotate("nethook.network", "lan");
+    let c2 = sb.runc_start(&b2);
+    let ip1 = sb.ip_of(&c1.id).to_string();
+    let resolv = sb.runc_exec(&c2, "cat /etc/resolv.conf").ok().stdout;
+    assert!(resolv.contains("nameserver 127.0.0.11"), "{resolv}");
+    for q in [c1.id.as_str(), "db", &format!("{}.lan", c1.id)] {
+        let ok = wait_until(Duration::from_secs(2), || {
+            let r = sb.runc_exec(&c2, &format!("nslookup {q}"));
+            r.code == 0 && r.stdout.contains(&ip1)
+        });
+        assert!(ok, "nslookup {q} in a macvlan container");
+    }
+    sb.runc_stop(&c1.id).ok();
+    let gone = wait_until(Duration::from_secs(2), || {
+        !sb.runc_exec(&c2, "nslookup db").stdout.contains(&ip1)
+    });
+    assert!(gone, "a stopped container's name stays");
+    sb.runc_stop(&c2.id).ok();
+}

@@ -86,7 +86,9 @@ pub struct CreateArgs {
     pub mode: Option<String>,
     #[arg(long)]
     pub label: Vec<String>,
-    #[arg(long)]
+    /// A network option KEY=VALUE (repeatable): allow_host_ports, dns_listen, mtu,
+    /// sysctl.NAME, offload.NAME, bandwidth.ingress|egress, or your own.
+    #[arg(long, short = 'o')]
     pub opt: Vec<String>,
 }
 

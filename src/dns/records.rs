@@ -116,7 +116,11 @@ impl Records {
                     }
                 };
                 addrs.push((idx, a.ipv4));
-                host_ifs.push(a.host_interface.to_string());
+                // Only a bridge attachment has a host-side link whose absence tells the
+                // container is gone (a macvlan child lives in the container's namespace).
+                if a.driver == crate::config::DriverKind::Bridge {
+                    host_ifs.push(a.host_interface.to_string());
+                }
             }
             if addrs.is_empty() {
                 continue;
