@@ -13,7 +13,7 @@ use crate::publish::{self, PortClaims, PublishSpec, Published};
 use crate::rootfs::{self, EtcFiles, Target};
 use crate::state::endpoint::{self, Attachment, Endpoint, EpState};
 use crate::state::{Dirs, Lock};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 /// Where the container's /etc files go.
@@ -84,13 +84,20 @@ fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
         nets.push(super::network::load_or_default(dirs, name, &ctx.host)?);
     }
     if specs.iter().any(|(s, _)| s.host_ip.is_some()) {
-        let mut host_addrs: Vec<Ipv4Addr> =
-            ctx.host.addrs4()?.into_iter().map(|a| a.addr).collect();
+        let mut host_addrs: Vec<IpAddr> = ctx
+            .host
+            .addrs4()?
+            .into_iter()
+            .map(|a| IpAddr::V4(a.addr))
+            .collect();
         // The gateways of the networks being joined are the host's too, even when this attach
         // is about to create their bridge.
-        host_addrs.extend(nets.iter().map(|n| n.subnet4().gateway));
+        host_addrs.extend(nets.iter().map(|n| IpAddr::V4(n.subnet4().gateway)));
         for (s, raw) in &specs {
-            if let Some(ip) = s.host_ip.filter(|ip| !host_addrs.contains(ip)) {
+            if let Some(ip) = s
+                .host_ip
+                .filter(|ip| !ip.is_unspecified() && !host_addrs.contains(ip))
+            {
                 return Err(Error::invalid(
                     format!("publish {raw}"),
                     format!("host address {ip} is not an address of this host"),
@@ -190,17 +197,9 @@ fn run(
         let claims = PortClaims::open(dirs)?;
         let target = atts[0].ipv4;
         for (spec, raw) in specs {
+            let targets = spec.targets(&[IpAddr::V4(target)], raw)?;
             let pairs = claims.claim(spec, &req.id, raw)?;
-            let got: Vec<Published> = pairs
-                .into_iter()
-                .map(|(h, c)| Published {
-                    protocol: spec.proto,
-                    host_ip: spec.host_ip,
-                    host_port: h,
-                    container_ip: target,
-                    container_port: c,
-                })
-                .collect();
+            let got: Vec<Published> = spec.published(&pairs, &targets);
             undo.push(Undo::Ports(got.clone()));
             ports.extend(got);
         }
@@ -256,7 +255,9 @@ fn run(
         .map(|a| a.ipv4)
         .collect();
     changes.extend(masq.iter().map(|ip| Change::AddMasq4(*ip)));
-    changes.extend(ep.ports.iter().map(|p| Change::AddForward4(p.forward())));
+    for p in &ep.ports {
+        changes.push(p.add_change()?);
+    }
     fw.apply(&changes)?;
     undo.push(Undo::Masq(masq));
     undo.push(Undo::Forwards(ep.ports.clone()));
@@ -311,7 +312,10 @@ fn rollback(dirs: &Dirs, id: &ContainerId, ctx: &Ctx, undo: Vec<Undo>) -> ErrorL
             Undo::Forwards(ps) if !ps.is_empty() => {
                 let changes: Vec<Change> = ps
                     .iter()
-                    .map(|p| Change::ExpireForward4(p.forward()))
+                    .map(Published::expire_change)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .filter_map(|c| errs.note(c))
                     .collect();
                 errs.note(super::detach::expire(&changes));
             }

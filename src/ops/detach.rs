@@ -68,7 +68,10 @@ pub fn detach_locked(
     let ports: Vec<_> = ep
         .ports
         .iter()
-        .filter(|p| gone.iter().any(|a| a.ipv4 == p.container_ip))
+        .filter(|p| {
+            gone.iter()
+                .any(|a| std::net::IpAddr::V4(a.ipv4) == p.container_ip)
+        })
         .copied()
         .collect();
     let mut changes: Vec<Change> = gone
@@ -76,7 +79,7 @@ pub fn detach_locked(
         .filter(|a| a.masquerade)
         .map(|a| Change::ExpireMasq4(a.ipv4))
         .collect();
-    changes.extend(ports.iter().map(|p| Change::ExpireForward4(p.forward())));
+    changes.extend(ports.iter().filter_map(|p| errs.note(p.expire_change())));
     if !changes.is_empty() {
         errs.note(expire(&changes));
     }

@@ -68,7 +68,7 @@ fn check_firewall(s: &Snapshot, ep: &Endpoint) -> Vec<Finding> {
         }
     }
     for p in &ep.ports {
-        if !s.forwards.contains(&p.forward()) {
+        if !p.in_snapshot(s) {
             push(format!(
                 "forward {p} is missing from the nftables maps; run 'nethook restore'"
             ));
