@@ -103,8 +103,9 @@
 //! arriving on any device but lo before prerouting. A container's own v6 published port needs
 //! the hairpin6 masquerade like v4. Neighbour discovery: the input chain accepts icmpv6
 //! echo-request, nd-router-solicit, nd-neighbor-solicit and nd-neighbor-advert from bridges
-//! (without NS/NA to the gateway no IPv6 works; router adverts from containers stay dropped,
-//! MLD is not needed: the bridge snoops it before the inet hooks).
+//! (without NS/NA to the gateway no IPv6 works; router adverts from containers stay dropped).
+//! MLD is not let in: ND, ping and routed traffic through the gateway work without it
+//! (tests/firewall6.rs, with nodad addresses).
 //!
 //! Isolation (both families: the forward chain matches interface names only, so
 //! `internal4`, despite its name, stops routed IPv6 too): under br_netfilter, traffic between two ports of one bridge
