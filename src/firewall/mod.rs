@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! table inet nethook {
-//!   comment "nethook layout 4"
+//!   comment "nethook layout 5"
 //!   set bridges { type ifname; }
 //!   set nets4 { type ipv4_addr; flags interval; }
 //!   set masq4 { type ipv4_addr; flags timeout; }
@@ -20,6 +20,11 @@
 //!   map pub4 { type inet_proto . inet_service : ipv4_addr . inet_service; flags timeout; }
 //!   map pub4_ip { type inet_proto . ipv4_addr . inet_service : ipv4_addr . inet_service; flags timeout; }
 //!   set hairpin4 { type inet_proto . ipv4_addr . ipv4_addr . inet_service; flags timeout; }
+//!   set nets6 { type ipv6_addr; flags interval; }
+//!   set masq6 { type ipv6_addr; flags timeout; }
+//!   map pub6 { type inet_proto . inet_service : ipv6_addr . inet_service; flags timeout; }
+//!   map pub6_ip { type inet_proto . ipv6_addr . inet_service : ipv6_addr . inet_service; flags timeout; }
+//!   set hairpin6 { type inet_proto . ipv6_addr . ipv6_addr . inet_service; flags timeout; }
 //!   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
 //!     iifname != "lo" ip daddr 127.0.0.0/8 drop
 //!     fib daddr . iif type local th dport 53 iifname . meta l4proto . th dport @host_allow accept
@@ -27,10 +32,14 @@
 //!     iifname @bridges fib daddr . iif type local tcp dport 53 redirect to :15353
 //!     fib daddr type local dnat ip to meta l4proto . ip daddr . th dport map @pub4_ip
 //!     fib daddr type local dnat ip to meta l4proto . th dport map @pub4
+//!     fib daddr type local dnat ip6 to meta l4proto . ip6 daddr . th dport map @pub6_ip
+//!     fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6
 //!   }
 //!   chain output { type nat hook output priority -100; policy accept;
 //!     fib daddr type local dnat ip to meta l4proto . ip daddr . th dport map @pub4_ip
 //!     fib daddr type local dnat ip to meta l4proto . th dport map @pub4
+//!     fib daddr type local dnat ip6 to meta l4proto . ip6 daddr . th dport map @pub6_ip
+//!     fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6
 //!   }
 //!   chain forward { type filter hook forward priority filter; policy accept;
 //!     ct state established,related accept
@@ -47,12 +56,18 @@
 //!     ct state established,related accept
 //!     iifname . meta l4proto . th dport @host_allow accept
 //!     icmp type echo-request accept
+//!     icmpv6 type echo-request accept
+//!     icmpv6 type nd-router-solicit accept
+//!     icmpv6 type nd-neighbor-solicit accept
+//!     icmpv6 type nd-neighbor-advert accept
 //!     drop
 //!   }
 //!   chain postrouting { type nat hook postrouting priority srcnat; policy accept;
 //!     ip saddr @masq4 ip daddr != @nets4 masquerade
 //!     ct status dnat meta l4proto . ip saddr . ip daddr . th dport @hairpin4 masquerade
 //!     ip saddr 127.0.0.0/8 ct status dnat masquerade
+//!     ip6 saddr @masq6 ip6 daddr != @nets6 masquerade
+//!     ct status dnat meta l4proto . ip6 saddr . ip6 daddr . th dport @hairpin6 masquerade
 //!   }
 //! }
 //! ```
@@ -75,7 +90,25 @@
 //!   ExpireForward4 maintain it with the forward. Forwards of one container
 //!   to the same container port share the element.
 //!
-//! Isolation: under br_netfilter, traffic between two ports of one bridge
+//! IPv6 (layout 5): `nets6`, `masq6`, `pub6`, `pub6_ip` and `hairpin6` are the IPv6 twins,
+//! with the same element semantics (AddForward6/ExpireForward6, AddMasq6/ExpireMasq6,
+//! AddNet6/RemoveNet6). The pub6 rules come after the pub4 ones; the rules without a family
+//! match (`... th dport map @pub4`/`@pub6`) look up packets of both families, but the nat
+//! expression of an inet chain leaves a packet of the other family alone and the chain goes on
+//! (tests/firewall6.rs: a v4 and a v6 forward of one host port each reach their container).
+//! `[::1]` cannot be published: IPv6 has no route_localnet; measured on 6.18, a DNAT of ::1 in
+//! output plus a masquerade sends the SYN to the container, but its answer, de-NATed to ::1 on
+//! the veth, has no input route (Ip6InNoRoutes) and is dropped. So there is no ::1 masquerade
+//! rule, and no `ip6 daddr ::1 drop` twin of the 127.0.0.0/8 rule either: the kernel drops ::1
+//! arriving on any device but lo before prerouting. A container's own v6 published port needs
+//! the hairpin6 masquerade like v4. Neighbour discovery: the input chain accepts icmpv6
+//! echo-request, nd-router-solicit, nd-neighbor-solicit and nd-neighbor-advert from bridges
+//! (without NS/NA to the gateway no IPv6 works; router adverts from containers stay dropped).
+//! MLD is not let in: ND, ping and routed traffic through the gateway work without it
+//! (tests/firewall6.rs, with nodad addresses).
+//!
+//! Isolation (both families: the forward chain matches interface names only, so
+//! `internal4`, despite its name, stops routed IPv6 too): under br_netfilter, traffic between two ports of one bridge
 //! passes the forward chain with iifname and oifname both the bridge, so
 //! `intra` (bridge . bridge : accept|drop) is icc, any other bridge-to-bridge
 //! path is dropped, and bridges in `internal4` neither send nor receive
@@ -125,9 +158,9 @@
 use std::collections::HashSet;
 use std::ffi::CStr;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::netlink::nft::{
     ct_state, datatype, priority, set_flags, set_userdata, table_comment, table_comment_userdata,
@@ -147,6 +180,11 @@ pub const SET_HOST_ALLOW: &str = "host_allow";
 pub const MAP_PUB4: &str = "pub4";
 pub const MAP_PUB4_IP: &str = "pub4_ip";
 pub const SET_HAIRPIN4: &str = "hairpin4";
+pub const SET_NETS6: &str = "nets6";
+pub const SET_MASQ6: &str = "masq6";
+pub const MAP_PUB6: &str = "pub6";
+pub const MAP_PUB6_IP: &str = "pub6_ip";
+pub const SET_HAIRPIN6: &str = "hairpin6";
 pub const CHAIN_PREROUTING: &str = "prerouting";
 pub const CHAIN_OUTPUT: &str = "output";
 pub const CHAIN_FORWARD: &str = "forward";
@@ -155,8 +193,9 @@ pub const CHAIN_POSTROUTING: &str = "postrouting";
 
 /// The table layout this nethook builds. 1: the first one (bridges, nets4,
 /// masq4; no comment). 2: port publishing and isolation. 3: the DNS redirect
-/// in prerouting.
-pub const LAYOUT_VERSION: u32 = 4;
+/// in prerouting. 4: the 127.0.0.0/8 rules. 5: IPv6 (nets6, masq6, pub6,
+/// pub6_ip, hairpin6 and their rules; ICMPv6 neighbour discovery from bridges).
+pub const LAYOUT_VERSION: u32 = 5;
 /// The table comment that carries the layout: "nethook layout N".
 const LAYOUT_COMMENT: &str = "nethook layout ";
 
@@ -256,6 +295,43 @@ impl Forward4 {
     }
 }
 
+/// One published IPv6 port: host `[host_ip]:host_port` (every IPv6 address
+/// of the host when `host_ip` is None) to container `[ip]:port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Forward6 {
+    pub proto: L4,
+    pub host_ip: Option<Ipv6Addr>,
+    pub host_port: u16,
+    pub ip: Ipv6Addr,
+    pub port: u16,
+}
+
+impl fmt::Display for Forward6 {
+    /// "tcp 8080 -> [fd00::5]:80", "udp [fd00::1]:53 -> [fd00::5]:53"
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.host_ip {
+            Some(host) => write!(f, "{} [{host}]:{}", self.proto, self.host_port)?,
+            None => write!(f, "{} {}", self.proto, self.host_port)?,
+        }
+        write!(f, " -> [{}]:{}", self.ip, self.port)
+    }
+}
+
+impl Forward6 {
+    /// The map it lives in.
+    pub fn map(&self) -> &'static str {
+        if self.host_ip.is_some() {
+            MAP_PUB6_IP
+        } else {
+            MAP_PUB6
+        }
+    }
+
+    fn order(&self) -> (L4, Option<Ipv6Addr>, u16, Ipv6Addr, u16) {
+        (self.proto, self.host_ip, self.host_port, self.ip, self.port)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Bridge ifname into set `bridges`.
@@ -279,6 +355,18 @@ pub enum Change {
     /// EEXIST if the host port now maps to another container (nothing of
     /// the batch is applied then).
     ExpireForward4(Forward4),
+    /// A nethook IPv6 subnet into interval set `nets6`.
+    AddNet6(Ipv6Net),
+    /// Real delete (network rm).
+    RemoveNet6(Ipv6Net),
+    /// A container IPv6 address that masquerades, into `masq6` (permanent).
+    AddMasq6(Ipv6Addr),
+    /// Like ExpireMasq4.
+    ExpireMasq6(Ipv6Addr),
+    /// Like AddForward4, into `pub6`/`pub6_ip` and `hairpin6`.
+    AddForward6(Forward6),
+    /// Like ExpireForward4.
+    ExpireForward6(Forward6),
     /// Traffic between containers of one bridge: `bridge . bridge : accept`
     /// (icc) or `: drop` into `intra`. EEXIST if present with the other
     /// verdict: remove it first (both in one batch works).
@@ -320,9 +408,9 @@ pub enum FirewallError {
     PortZero { what: String },
 
     #[error(
-        "nftables: {what} has host IP 0.0.0.0, which is no address of this host; leave the host IP out to publish on every address"
+        "nftables: {what} has host IP {ip}, which is no address of this host; leave the host IP out to publish on every address"
     )]
-    UnspecifiedHostIp { what: String },
+    UnspecifiedHostIp { what: String, ip: std::net::IpAddr },
 
     #[error(
         "nftables: table inet nethook has layout {found}, newer than this nethook's layout {ours}; run the newer nethook, or delete the table ('nft delete table inet nethook') and run 'nethook restore'"
@@ -366,6 +454,10 @@ pub struct Snapshot {
     pub internal4: Vec<String>,
     /// (bridge, proto, port) from `host_allow`.
     pub host_allow: Vec<(String, L4, u16)>,
+    pub nets6: Vec<Ipv6Net>,
+    pub masq6: Vec<Ipv6Addr>,
+    /// From `pub6` and `pub6_ip`, checked against `hairpin6` like `forwards`.
+    pub forwards6: Vec<Forward6>,
 }
 
 pub struct Firewall {
@@ -499,6 +591,55 @@ fn nets_from_elements(elems: &[Element]) -> Vec<Ipv4Net> {
     out
 }
 
+/// `net4_elements` for `nets6`.
+fn net6_elements(net: &Ipv6Net) -> Vec<Element> {
+    let net = net.trunc();
+    let start = u128::from(net.network());
+    let mut elems = vec![Element::new(start.to_be_bytes().to_vec())];
+    if let Some(end) = u128::from(net.broadcast()).checked_add(1) {
+        elems.push(Element::new(end.to_be_bytes().to_vec()).interval_end());
+    }
+    elems
+}
+
+/// `nets_from_elements` for `nets6`.
+fn nets6_from_elements(elems: &[Element]) -> Vec<Ipv6Net> {
+    let mut points: Vec<(u128, bool)> = elems
+        .iter()
+        .filter_map(|e| {
+            Some((
+                u128::from_be_bytes(e.key.as_slice().try_into().ok()?),
+                e.interval_end,
+            ))
+        })
+        .collect();
+    points.sort_by_key(|&(key, is_end)| (key, !is_end));
+    let mut out = Vec::new();
+    for (i, &(start, is_end)) in points.iter().enumerate() {
+        if is_end {
+            continue;
+        }
+        // The size of the range, minus one (a range to the top has no end).
+        let last: u128 = match points.get(i + 1) {
+            Some(&(end, true)) if end > start => end - 1 - start,
+            Some(_) => continue,
+            None => u128::MAX - start,
+        };
+        let size_bits = 128 - last.leading_zeros();
+        if last.count_ones() == size_bits && (size_bits == 128 || start % (1u128 << size_bits) == 0)
+        {
+            if let Ok(net) = Ipv6Net::new(Ipv6Addr::from(start), 128 - size_bits as u8) {
+                out.push(net);
+            }
+        }
+    }
+    out
+}
+
+fn ipv6_key(ip: Ipv6Addr) -> Vec<u8> {
+    ip.octets().to_vec()
+}
+
 fn ipv4_key(ip: Ipv4Addr) -> Vec<u8> {
     ip.octets().to_vec()
 }
@@ -567,9 +708,80 @@ fn check_forward(f: &Forward4) -> Result<(), FirewallError> {
     if f.host_ip == Some(Ipv4Addr::UNSPECIFIED) {
         return Err(FirewallError::UnspecifiedHostIp {
             what: format!("forward {f}"),
+            ip: Ipv4Addr::UNSPECIFIED.into(),
         });
     }
     Ok(())
+}
+
+/// `proto . port` (pub6) or `proto . host_ip . port` (pub6_ip).
+fn forward6_key(f: &Forward6) -> Vec<u8> {
+    let mut key = proto_reg(f.proto).to_vec();
+    if let Some(host) = f.host_ip {
+        key.extend_from_slice(&host.octets());
+    }
+    key.extend_from_slice(&port_reg(f.host_port));
+    key
+}
+
+/// `ip6 . port`
+fn forward6_data(f: &Forward6) -> Vec<u8> {
+    [&f.ip.octets()[..], &port_reg(f.port)[..]].concat()
+}
+
+/// `proto . ip6 . ip6 . port`
+fn hairpin6_key(f: &Forward6) -> Vec<u8> {
+    [
+        &proto_reg(f.proto)[..],
+        &f.ip.octets()[..],
+        &f.ip.octets()[..],
+        &port_reg(f.port)[..],
+    ]
+    .concat()
+}
+
+fn check_forward6(f: &Forward6) -> Result<(), FirewallError> {
+    if f.host_port == 0 || f.port == 0 {
+        return Err(FirewallError::PortZero {
+            what: format!("forward {f}"),
+        });
+    }
+    if let Some(host) = f.host_ip.filter(|h| h.is_unspecified()) {
+        return Err(FirewallError::UnspecifiedHostIp {
+            what: format!("forward {f}"),
+            ip: host.into(),
+        });
+    }
+    Ok(())
+}
+
+/// Parses a `pub6`/`pub6_ip` element back (None: not a nethook forward).
+fn forward6_from_element(e: &Element) -> Option<Forward6> {
+    let proto = L4::from_number(*e.key.first()?)?;
+    let port = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes(e.key.get(at..at + 2)?.try_into().ok()?))
+    };
+    let (host_ip, host_port) = match e.key.len() {
+        8 => (None, port(4)?),
+        24 => (
+            Some(Ipv6Addr::from(<[u8; 16]>::try_from(&e.key[4..20]).ok()?)),
+            port(20)?,
+        ),
+        _ => return None,
+    };
+    let Some(Data::Value(data)) = &e.data else {
+        return None;
+    };
+    if data.len() != 20 {
+        return None;
+    }
+    Some(Forward6 {
+        proto,
+        host_ip,
+        host_port,
+        ip: Ipv6Addr::from(<[u8; 16]>::try_from(&data[..16]).ok()?),
+        port: u16::from_be_bytes([data[16], data[17]]),
+    })
 }
 
 /// Parses a `pub4`/`pub4_ip` element back (None: not a nethook forward).
@@ -606,6 +818,14 @@ fn permanent(e: &Element) -> bool {
 const R1: Register = Register::Reg1;
 /// NFPROTO_IPV4
 const NFPROTO_IPV4: u8 = 2;
+/// NFPROTO_IPV6
+const NFPROTO_IPV6: u8 = 10;
+/// IPPROTO_ICMPV6 and the types the input chain lets in from bridges.
+const IPPROTO_ICMPV6: u8 = 58;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ND_ROUTER_SOLICIT: u8 = 133;
+const ND_NEIGHBOR_SOLICIT: u8 = 135;
+const ND_NEIGHBOR_ADVERT: u8 = 136;
 /// IPS_DST_NAT: `ct status dnat`.
 const IPS_DST_NAT: u32 = 0x20;
 /// NFTA_FIB_F_DADDR, NFT_FIB_RESULT_ADDRTYPE, RTN_LOCAL: `fib daddr type local`.
@@ -656,6 +876,14 @@ fn ipv4_only() -> [Expr; 2] {
     [
         meta(MetaKey::Nfproto, R1),
         cmp(CmpOp::Equal, vec![NFPROTO_IPV4]),
+    ]
+}
+
+/// `meta nfproto ipv6`
+fn ipv6_only() -> [Expr; 2] {
+    [
+        meta(MetaKey::Nfproto, R1),
+        cmp(CmpOp::Equal, vec![NFPROTO_IPV6]),
     ]
 }
 
@@ -724,6 +952,43 @@ fn dnat_rules(pub4: &SetRef, pub4_ip: &SetRef) -> [Vec<Expr>; 2] {
     any.push(meta(MetaKey::L4Proto, R1));
     any.push(th_dport(Register::Reg32_01));
     any.extend(dnat_via(pub4));
+    [with_ip, any]
+}
+
+/// `dnat ip6 to <key> map @map`: address into reg 1 (16 bytes), port into
+/// reg 2.
+fn dnat6_via(map: &SetRef) -> [Expr; 2] {
+    [
+        Expr::map(map, R1, R1),
+        Expr::Nat {
+            kind: NatKind::Dnat,
+            family: Family::Ip6,
+            addr_min: Some(R1),
+            addr_max: None,
+            proto_min: Some(Register::Reg2),
+            proto_max: None,
+            flags: 0,
+        },
+    ]
+}
+
+/// The two IPv6 DNAT rules of prerouting and output, after the IPv4 ones.
+/// The `pub6` rule, like the `pub4` one, has no family match: the nat
+/// expression of an inet chain leaves packets of the other family alone and
+/// the chain goes on.
+fn dnat6_rules(pub6: &SetRef, pub6_ip: &SetRef) -> [Vec<Expr>; 2] {
+    // fib daddr type local dnat ip6 to meta l4proto . ip6 daddr . th dport map @pub6_ip
+    let mut with_ip: Vec<Expr> = fib_daddr_local().into();
+    with_ip.extend(ipv6_only());
+    with_ip.push(meta(MetaKey::L4Proto, R1));
+    with_ip.push(payload(PayloadBase::Network, 24, 16, Register::Reg32_01));
+    with_ip.push(payload(PayloadBase::Transport, 2, 2, Register::Reg32_05));
+    with_ip.extend(dnat6_via(pub6_ip));
+    // fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6
+    let mut any: Vec<Expr> = fib_daddr_local().into();
+    any.push(meta(MetaKey::L4Proto, R1));
+    any.push(payload(PayloadBase::Transport, 2, 2, Register::Reg32_01));
+    any.extend(dnat6_via(pub6));
     [with_ip, any]
 }
 
@@ -835,7 +1100,7 @@ fn push_base(b: &mut Batch) -> Result<(), NftError> {
 
     // ifname keys are compared as host-order strings; addresses big endian.
     // The userdata only tells nft how to print them.
-    use datatype::{concat, concat_len, IFNAME, INET_PROTO, INET_SERVICE, IPV4_ADDR};
+    use datatype::{concat, concat_len, IFNAME, INET_PROTO, INET_SERVICE, IPV4_ADDR, IPV6_ADDR};
     let ifname_set = |name: &str| {
         SetDef::new(FAMILY, TABLE, name, IFNAME, IFNAMSIZ as u32)
             .userdata(set_userdata(ByteOrder::Host, None))
@@ -910,6 +1175,49 @@ fn push_base(b: &mut Batch) -> Result<(), NftError> {
         Mode::Create,
     )?;
 
+    let nets6 = b.add_set(
+        &SetDef::new(FAMILY, TABLE, SET_NETS6, IPV6_ADDR, 16)
+            .flags(set_flags::INTERVAL)
+            .userdata(set_userdata(ByteOrder::Big, None)),
+        Mode::Create,
+    )?;
+    let masq6 = b.add_set(
+        &SetDef::new(FAMILY, TABLE, SET_MASQ6, IPV6_ADDR, 16)
+            .flags(set_flags::TIMEOUT)
+            .userdata(set_userdata(ByteOrder::Big, None)),
+        Mode::Create,
+    )?;
+    let forward6_map = |name: &str, key: &[u32], key_lens: &[u32]| {
+        SetDef::new(FAMILY, TABLE, name, concat(key), concat_len(key_lens))
+            .map(concat(&[IPV6_ADDR, INET_SERVICE]), concat_len(&[16, 2]))
+            .flags(set_flags::TIMEOUT)
+            .userdata(udata(&[(0, &zero), (1, &zero), (3, t), (4, t), (6, &zero)]))
+    };
+    let pub6 = b.add_set(
+        &forward6_map(MAP_PUB6, &[INET_PROTO, INET_SERVICE], &[1, 2]),
+        Mode::Create,
+    )?;
+    let pub6_ip = b.add_set(
+        &forward6_map(
+            MAP_PUB6_IP,
+            &[INET_PROTO, IPV6_ADDR, INET_SERVICE],
+            &[1, 16, 2],
+        ),
+        Mode::Create,
+    )?;
+    let hairpin6 = b.add_set(
+        &SetDef::new(
+            FAMILY,
+            TABLE,
+            SET_HAIRPIN6,
+            concat(&[INET_PROTO, IPV6_ADDR, IPV6_ADDR, INET_SERVICE]),
+            concat_len(&[1, 16, 16, 2]),
+        )
+        .flags(set_flags::TIMEOUT)
+        .userdata(udata(&[(0, &zero), (3, t)])),
+        Mode::Create,
+    )?;
+
     let mut rule =
         |chain: &str, exprs: Vec<Expr>| b.add_rule(&Rule::new(FAMILY, TABLE, chain, exprs));
     let lookup = |key: MetaKey, set: &SetRef| [meta(key, R1), Expr::lookup(set, R1)];
@@ -947,6 +1255,9 @@ fn push_base(b: &mut Batch) -> Result<(), NftError> {
     }
     for chain in [CHAIN_PREROUTING, CHAIN_OUTPUT] {
         for exprs in dnat_rules(&pub4, &pub4_ip) {
+            rule(chain, exprs)?;
+        }
+        for exprs in dnat6_rules(&pub6, &pub6_ip) {
             rule(chain, exprs)?;
         }
     }
@@ -1015,6 +1326,29 @@ fn push_base(b: &mut Batch) -> Result<(), NftError> {
         ]
         .concat(),
     )?;
+    // icmpv6 type echo-request|nd-router-solicit|nd-neighbor-solicit|nd-neighbor-advert
+    // accept: without neighbour discovery to the gateway no IPv6 works at all.
+    for icmp6_type in [
+        ICMPV6_ECHO_REQUEST,
+        ND_ROUTER_SOLICIT,
+        ND_NEIGHBOR_SOLICIT,
+        ND_NEIGHBOR_ADVERT,
+    ] {
+        rule(
+            i,
+            [
+                &ipv6_only()[..],
+                &[
+                    meta(MetaKey::L4Proto, R1),
+                    cmp(CmpOp::Equal, vec![IPPROTO_ICMPV6]),
+                    payload(PayloadBase::Transport, 0, 1, R1),
+                    cmp(CmpOp::Equal, vec![icmp6_type]),
+                    accept(),
+                ],
+            ]
+            .concat(),
+        )?;
+    }
     rule(i, vec![drop()])?;
 
     // postrouting
@@ -1065,6 +1399,38 @@ fn push_base(b: &mut Batch) -> Result<(), NftError> {
         ]
         .concat(),
     )?;
+    // ip6 saddr @masq6 ip6 daddr != @nets6 masquerade
+    rule(
+        p,
+        [
+            &ipv6_only()[..],
+            &[
+                payload(PayloadBase::Network, 8, 16, R1),
+                Expr::lookup(&masq6, R1),
+                payload(PayloadBase::Network, 24, 16, R1),
+                Expr::lookup_not(&nets6, R1),
+                Expr::masq(),
+            ],
+        ]
+        .concat(),
+    )?;
+    // ct status dnat meta l4proto . ip6 saddr . ip6 daddr . th dport @hairpin6 masquerade
+    rule(
+        p,
+        [
+            &dnatted()[..],
+            &ipv6_only()[..],
+            &[
+                meta(MetaKey::L4Proto, R1),
+                payload(PayloadBase::Network, 8, 16, Register::Reg32_01),
+                payload(PayloadBase::Network, 24, 16, Register::Reg32_05),
+                payload(PayloadBase::Transport, 2, 2, Register::Reg32_09),
+                Expr::lookup(&hairpin6, R1),
+                Expr::masq(),
+            ],
+        ]
+        .concat(),
+    )?;
     Ok(())
 }
 
@@ -1085,6 +1451,13 @@ fn added_keys(changes: &[Change]) -> Keys {
             Change::AddForward4(f) => {
                 keys.insert((f.map(), forward_key(f)));
                 keys.insert((SET_HAIRPIN4, hairpin_key(f)));
+            }
+            Change::AddMasq6(ip) => {
+                keys.insert((SET_MASQ6, ipv6_key(*ip)));
+            }
+            Change::AddForward6(f) => {
+                keys.insert((f.map(), forward6_key(f)));
+                keys.insert((SET_HAIRPIN6, hairpin6_key(f)));
             }
             _ => {}
         }
@@ -1211,6 +1584,56 @@ fn push_change(
                 SET_HAIRPIN4,
                 Element::new(hairpin_key(f)),
                 &format!("expiring forward {f} in set {SET_HAIRPIN4}"),
+            )?;
+        }
+        Change::AddNet6(net) => e.add(
+            SET_NETS6,
+            &net6_elements(net),
+            &format!("adding subnet {} to set {SET_NETS6}", net.trunc()),
+        )?,
+        Change::RemoveNet6(net) => e.remove(
+            SET_NETS6,
+            &net6_elements(net),
+            &format!("removing subnet {} from set {SET_NETS6}", net.trunc()),
+        )?,
+        Change::AddMasq6(ip) => e.add(
+            SET_MASQ6,
+            &[Element::new(ipv6_key(*ip))],
+            &format!("adding element {ip} to set {SET_MASQ6}"),
+        )?,
+        Change::ExpireMasq6(ip) => {
+            let what = match expire {
+                ExpireMode::Timeout => format!("expiring element {ip} in set {SET_MASQ6}"),
+                ExpireMode::Delete => format!("removing element {ip} from set {SET_MASQ6}"),
+            };
+            e.expire(SET_MASQ6, Element::new(ipv6_key(*ip)), &what)?;
+        }
+        Change::AddForward6(f) => {
+            check_forward6(f)?;
+            let map = f.map();
+            e.add(
+                map,
+                &[Element::new(forward6_key(f)).data(Data::Value(forward6_data(f)))],
+                &format!("adding forward {f} to map {map}"),
+            )?;
+            e.add(
+                SET_HAIRPIN6,
+                &[Element::new(hairpin6_key(f))],
+                &format!("adding forward {f} to set {SET_HAIRPIN6}"),
+            )?;
+        }
+        Change::ExpireForward6(f) => {
+            check_forward6(f)?;
+            let map = f.map();
+            e.expire(
+                map,
+                Element::new(forward6_key(f)).data(Data::Value(forward6_data(f))),
+                &format!("expiring forward {f} in map {map}"),
+            )?;
+            e.expire(
+                SET_HAIRPIN6,
+                Element::new(hairpin6_key(f)),
+                &format!("expiring forward {f} in set {SET_HAIRPIN6}"),
             )?;
         }
         Change::AddIntra { bridge, icc } => {
@@ -1403,6 +1826,11 @@ impl Firewall {
             MAP_INTRA,
             SET_INTERNAL4,
             SET_HOST_ALLOW,
+            SET_NETS6,
+            SET_MASQ6,
+            MAP_PUB6,
+            MAP_PUB6_IP,
+            SET_HAIRPIN6,
         ] {
             match self.sock.list_elements(&set_ref(name)) {
                 Ok(e) => lists.push(e),
@@ -1410,8 +1838,21 @@ impl Firewall {
                 Err(e) => return Err(e.into()),
             }
         }
-        let [bridges, nets4, masq4, pub4, pub4_ip, hairpin4, intra, internal4, host_allow] =
-            <[Vec<Element>; 9]>::try_from(lists).expect("nine lists");
+        let [bridges, nets4, masq4, pub4, pub4_ip, hairpin4, intra, internal4, host_allow, nets6, masq6, pub6, pub6_ip, hairpin6] =
+            <[Vec<Element>; 14]>::try_from(lists).expect("fourteen lists");
+        let hairpins6: HashSet<&[u8]> = hairpin6
+            .iter()
+            .filter(|e| permanent(e))
+            .map(|e| e.key.as_slice())
+            .collect();
+        let mut forwards6: Vec<Forward6> = pub6
+            .iter()
+            .chain(&pub6_ip)
+            .filter(|e| permanent(e))
+            .filter_map(forward6_from_element)
+            .filter(|f| hairpins6.contains(hairpin6_key(f).as_slice()))
+            .collect();
+        forwards6.sort_by_key(Forward6::order);
 
         let hairpins: HashSet<&[u8]> = hairpin4
             .iter()
@@ -1470,6 +1911,13 @@ impl Firewall {
             intra,
             internal4,
             host_allow,
+            nets6: nets6_from_elements(&nets6),
+            masq6: masq6
+                .iter()
+                .filter(|e| permanent(e))
+                .filter_map(|e| Some(Ipv6Addr::from(<[u8; 16]>::try_from(e.key.as_slice()).ok()?)))
+                .collect(),
+            forwards6,
         }))
     }
 }
@@ -1498,7 +1946,7 @@ mod tests {
 
     /// The table of the module docs, as nft reads it.
     const BASE_NFT: &str = r#"table inet nethook {
-  comment "nethook layout 4"
+  comment "nethook layout 5"
   set bridges { type ifname; }
   set nets4 { type ipv4_addr; flags interval; }
   set masq4 { type ipv4_addr; flags timeout; }
@@ -1508,6 +1956,11 @@ mod tests {
   map pub4 { type inet_proto . inet_service : ipv4_addr . inet_service; flags timeout; }
   map pub4_ip { type inet_proto . ipv4_addr . inet_service : ipv4_addr . inet_service; flags timeout; }
   set hairpin4 { type inet_proto . ipv4_addr . ipv4_addr . inet_service; flags timeout; }
+  set nets6 { type ipv6_addr; flags interval; }
+  set masq6 { type ipv6_addr; flags timeout; }
+  map pub6 { type inet_proto . inet_service : ipv6_addr . inet_service; flags timeout; }
+  map pub6_ip { type inet_proto . ipv6_addr . inet_service : ipv6_addr . inet_service; flags timeout; }
+  set hairpin6 { type inet_proto . ipv6_addr . ipv6_addr . inet_service; flags timeout; }
   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
     iifname != "lo" ip daddr 127.0.0.0/8 drop
     fib daddr . iif type local th dport 53 iifname . meta l4proto . th dport @host_allow accept
@@ -1515,10 +1968,14 @@ mod tests {
     iifname @bridges fib daddr . iif type local tcp dport 53 redirect to :15353
     fib daddr type local dnat ip to meta l4proto . ip daddr . th dport map @pub4_ip
     fib daddr type local dnat ip to meta l4proto . th dport map @pub4
+    fib daddr type local dnat ip6 to meta l4proto . ip6 daddr . th dport map @pub6_ip
+    fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6
   }
   chain output { type nat hook output priority -100; policy accept;
     fib daddr type local dnat ip to meta l4proto . ip daddr . th dport map @pub4_ip
     fib daddr type local dnat ip to meta l4proto . th dport map @pub4
+    fib daddr type local dnat ip6 to meta l4proto . ip6 daddr . th dport map @pub6_ip
+    fib daddr type local dnat ip6 to meta l4proto . th dport map @pub6
   }
   chain forward { type filter hook forward priority filter; policy accept;
     ct state established,related accept
@@ -1535,12 +1992,18 @@ mod tests {
     ct state established,related accept
     iifname . meta l4proto . th dport @host_allow accept
     icmp type echo-request accept
+    icmpv6 type echo-request accept
+    icmpv6 type nd-router-solicit accept
+    icmpv6 type nd-neighbor-solicit accept
+    icmpv6 type nd-neighbor-advert accept
     drop
   }
   chain postrouting { type nat hook postrouting priority srcnat; policy accept;
     ip saddr @masq4 ip daddr != @nets4 masquerade
     ct status dnat meta l4proto . ip saddr . ip daddr . th dport @hairpin4 masquerade
     ip saddr 127.0.0.0/8 ct status dnat masquerade
+    ip6 saddr @masq6 ip6 daddr != @nets6 masquerade
+    ct status dnat meta l4proto . ip6 saddr . ip6 daddr . th dport @hairpin6 masquerade
   }
 }
 "#;
@@ -1565,9 +2028,9 @@ mod tests {
     /// attributes) of each message between BATCH_BEGIN and BATCH_END,
     /// converted with /tmp/nftdev/mnl2hex.py (in order: the table, its chains, sets, then
     /// each chain's rules as BASE_NFT lists them).
-    const GOLDEN_BASE: [&str; 39] = [
+    const GOLDEN_BASE: [&str; 54] = [
         // table
-        "010000000c0001006e6574686f6f6b0008000200000000001700060000116e6574686f6f6b206c61796f757420340000",
+        "010000000c0001006e6574686f6f6b0008000200000000001700060000116e6574686f6f6b206c61796f757420350000",
         // chain
         "010000000c0001006e6574686f6f6b000f000300707265726f7574696e670000080007006e617400080005000000000114000480080001000000000008000200ffffff9c",
         // chain
@@ -1596,6 +2059,16 @@ mod tests {
         "010000000c0001006e6574686f6f6b000c000200707562345f6970000800030000000018080004000000c1cd080005000000000c08000600000001cd080007000000000808000a00000000082a000d00000400000000010400000000030800040d0000000100040800040d00000001000604000000000000",
         // set
         "010000000c0001006e6574686f6f6b000d0002006861697270696e3400000000080003000000001008000400003071cd080005000000001008000a000000000914000d00000400000000030800040d0000000100",
+        // set
+        "010000000c0001006e6574686f6f6b000a0002006e6574733600000008000300000000040800040000000008080005000000001008000a000000000a0a000d000004020000000000",
+        // set
+        "010000000c0001006e6574686f6f6b000a0002006d6173713600000008000300000000100800040000000008080005000000001008000a000000000b0a000d000004020000000000",
+        // set
+        "010000000c0001006e6574686f6f6b000900020070756236000000000800030000000018080004000000030d0800050000000008080006000000020d080007000000001408000a000000000c2a000d00000400000000010400000000030800040d0000000100040800040d00000001000604000000000000",
+        // set
+        "010000000c0001006e6574686f6f6b000c000200707562365f6970000800030000000018080004000000c20d0800050000000018080006000000020d080007000000001408000a000000000d2a000d00000400000000010400000000030800040d0000000100040800040d00000001000604000000000000",
+        // set
+        "010000000c0001006e6574686f6f6b000d0002006861697270696e36000000000800030000000010080004000030820d080005000000002808000a000000000e14000d00000400000000030800040d0000000100",
         // rule
         "010000000c0001006e6574686f6f6b000f000200707265726f7574696e6700004001048024000180090001006d6574610000000014000280080002000000000608000100000000013800018008000100636d70002c0002800800010000000001080002000000000118000380140001006c6f000000000000000000000000000024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800500010002000000340001800c0001007061796c6f6164002400028008000100000000010800020000000001080003000000001008000400000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001007f000000300001800e000100696d6d6564696174650000001c0002800800010000000000100002800c0002800800010000000000",
         // rule
@@ -1609,9 +2082,17 @@ mod tests {
         // rule
         "010000000c0001006e6574686f6f6b000f000200707265726f7574696e670000180104802800018008000100666962001c0002800800030000000002080002000000000308000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380080001000200000024000180090001006d657461000000001400028008000200000000100800010000000001340001800c0001007061796c6f616400240002800800010000000009080002000000000208000300000000020800040000000002380001800b0001006c6f6f6b757000002800028008000200000000010800030000000001090001007075623400000000080004000000000730000180080001006e617400240002800800010000000001080002000000000208000300000000010800050000000009",
         // rule
+        "010000000c0001006e6574686f6f6b000f000200707265726f7574696e6700009c0104802800018008000100666962001c0002800800030000000002080002000000000308000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380080001000200000024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001000a00000024000180090001006d657461000000001400028008000200000000100800010000000001340001800c0001007061796c6f616400240002800800010000000009080002000000000108000300000000180800040000000010340001800c0001007061796c6f61640024000280080001000000000d080002000000000208000300000000020800040000000002380001800b0001006c6f6f6b7570000028000280080002000000000108000300000000010c000100707562365f697000080004000000000d30000180080001006e617400240002800800010000000001080002000000000a08000300000000010800050000000002",
+        // rule
+        "010000000c0001006e6574686f6f6b000f000200707265726f7574696e670000180104802800018008000100666962001c0002800800030000000002080002000000000308000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380080001000200000024000180090001006d657461000000001400028008000200000000100800010000000001340001800c0001007061796c6f616400240002800800010000000009080002000000000208000300000000020800040000000002380001800b0001006c6f6f6b757000002800028008000200000000010800030000000001090001007075623600000000080004000000000c30000180080001006e617400240002800800010000000001080002000000000a08000300000000010800050000000002",
+        // rule
         "010000000c0001006e6574686f6f6b000b0002006f757470757400009c0104802800018008000100666962001c0002800800030000000002080002000000000308000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380080001000200000024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001000200000024000180090001006d657461000000001400028008000200000000100800010000000001340001800c0001007061796c6f616400240002800800010000000009080002000000000108000300000000100800040000000004340001800c0001007061796c6f61640024000280080001000000000a080002000000000208000300000000020800040000000002380001800b0001006c6f6f6b7570000028000280080002000000000108000300000000010c000100707562345f697000080004000000000830000180080001006e617400240002800800010000000001080002000000000208000300000000010800050000000009",
         // rule
         "010000000c0001006e6574686f6f6b000b0002006f75747075740000180104802800018008000100666962001c0002800800030000000002080002000000000308000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380080001000200000024000180090001006d657461000000001400028008000200000000100800010000000001340001800c0001007061796c6f616400240002800800010000000009080002000000000208000300000000020800040000000002380001800b0001006c6f6f6b757000002800028008000200000000010800030000000001090001007075623400000000080004000000000730000180080001006e617400240002800800010000000001080002000000000208000300000000010800050000000009",
+        // rule
+        "010000000c0001006e6574686f6f6b000b0002006f757470757400009c0104802800018008000100666962001c0002800800030000000002080002000000000308000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380080001000200000024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001000a00000024000180090001006d657461000000001400028008000200000000100800010000000001340001800c0001007061796c6f616400240002800800010000000009080002000000000108000300000000180800040000000010340001800c0001007061796c6f61640024000280080001000000000d080002000000000208000300000000020800040000000002380001800b0001006c6f6f6b7570000028000280080002000000000108000300000000010c000100707562365f697000080004000000000d30000180080001006e617400240002800800010000000001080002000000000a08000300000000010800050000000002",
+        // rule
+        "010000000c0001006e6574686f6f6b000b0002006f75747075740000180104802800018008000100666962001c0002800800030000000002080002000000000308000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380080001000200000024000180090001006d657461000000001400028008000200000000100800010000000001340001800c0001007061796c6f616400240002800800010000000009080002000000000208000300000000020800040000000002380001800b0001006c6f6f6b757000002800028008000200000000010800030000000001090001007075623600000000080004000000000c30000180080001006e617400240002800800010000000001080002000000000a08000300000000010800050000000002",
         // rule
         "010000000c0001006e6574686f6f6b000c000200666f727761726400c40004802000018007000100637400001400028008000200000000000800010000000001440001800c0001006269747769736500340002800800010000000001080002000000000108000300000000040c00048008000100060000000c00058008000100000000002c00018008000100636d700020000280080001000000000108000200000000010c0003800800010000000000300001800e000100696d6d6564696174650000001c0002800800010000000000100002800c0002800800010000000001",
         // rule
@@ -1637,6 +2118,14 @@ mod tests {
         // rule
         "010000000c0001006e6574686f6f6b000a000200696e7075740000003401048024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001000200000024000180090001006d6574610000000014000280080002000000001008000100000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800500010001000000340001800c0001007061796c6f6164002400028008000100000000010800020000000002080003000000000008000400000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800500010008000000300001800e000100696d6d6564696174650000001c0002800800010000000000100002800c0002800800010000000001",
         // rule
+        "010000000c0001006e6574686f6f6b000a000200696e7075740000003401048024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001000a00000024000180090001006d6574610000000014000280080002000000001008000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001003a000000340001800c0001007061796c6f6164002400028008000100000000010800020000000002080003000000000008000400000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800500010080000000300001800e000100696d6d6564696174650000001c0002800800010000000000100002800c0002800800010000000001",
+        // rule
+        "010000000c0001006e6574686f6f6b000a000200696e7075740000003401048024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001000a00000024000180090001006d6574610000000014000280080002000000001008000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001003a000000340001800c0001007061796c6f6164002400028008000100000000010800020000000002080003000000000008000400000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800500010085000000300001800e000100696d6d6564696174650000001c0002800800010000000000100002800c0002800800010000000001",
+        // rule
+        "010000000c0001006e6574686f6f6b000a000200696e7075740000003401048024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001000a00000024000180090001006d6574610000000014000280080002000000001008000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001003a000000340001800c0001007061796c6f6164002400028008000100000000010800020000000002080003000000000008000400000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800500010087000000300001800e000100696d6d6564696174650000001c0002800800010000000000100002800c0002800800010000000001",
+        // rule
+        "010000000c0001006e6574686f6f6b000a000200696e7075740000003401048024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001000a00000024000180090001006d6574610000000014000280080002000000001008000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001003a000000340001800c0001007061796c6f6164002400028008000100000000010800020000000002080003000000000008000400000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800500010088000000300001800e000100696d6d6564696174650000001c0002800800010000000000100002800c0002800800010000000001",
+        // rule
         "010000000c0001006e6574686f6f6b000a000200696e70757400000034000480300001800e000100696d6d6564696174650000001c0002800800010000000000100002800c0002800800010000000000",
         // rule
         "010000000c0001006e6574686f6f6b0010000200706f7374726f7574696e67003801048024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800500010002000000340001800c0001007061796c6f6164002400028008000100000000010800020000000001080003000000000c0800040000000004300001800b0001006c6f6f6b757000002000028008000200000000010a0001006d617371340000000800040000000003340001800c0001007061796c6f616400240002800800010000000001080002000000000108000300000000100800040000000004380001800b0001006c6f6f6b757000002800028008000200000000010a0001006e657473340000000800040000000002080005000000000114000180090001006d6173710000000004000280",
@@ -1644,6 +2133,10 @@ mod tests {
         "010000000c0001006e6574686f6f6b0010000200706f7374726f7574696e6700ec0104802000018007000100637400001400028008000200000000020800010000000001440001800c0001006269747769736500340002800800010000000001080002000000000108000300000000040c00048008000100200000000c00058008000100000000002c00018008000100636d700020000280080001000000000108000200000000010c000380080001000000000024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001000200000024000180090001006d657461000000001400028008000200000000100800010000000001340001800c0001007061796c6f6164002400028008000100000000090800020000000001080003000000000c0800040000000004340001800c0001007061796c6f61640024000280080001000000000a080002000000000108000300000000100800040000000004340001800c0001007061796c6f61640024000280080001000000000b080002000000000208000300000000020800040000000002340001800b0001006c6f6f6b757000002400028008000200000000010d0001006861697270696e3400000000080004000000000914000180090001006d6173710000000004000280",
         // rule
         "010000000c0001006e6574686f6f6b0010000200706f7374726f7574696e67005801048024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800500010002000000340001800c0001007061796c6f6164002400028008000100000000010800020000000001080003000000000c08000400000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001007f0000002000018007000100637400001400028008000200000000020800010000000001440001800c0001006269747769736500340002800800010000000001080002000000000108000300000000040c00048008000100200000000c00058008000100000000002c00018008000100636d700020000280080001000000000108000200000000010c000380080001000000000014000180090001006d6173710000000004000280",
+        // rule
+        "010000000c0001006e6574686f6f6b0010000200706f7374726f7574696e67003801048024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001000a000000340001800c0001007061796c6f616400240002800800010000000001080002000000000108000300000000080800040000000010300001800b0001006c6f6f6b757000002000028008000200000000010a0001006d61737136000000080004000000000b340001800c0001007061796c6f616400240002800800010000000001080002000000000108000300000000180800040000000010380001800b0001006c6f6f6b757000002800028008000200000000010a0001006e65747336000000080004000000000a080005000000000114000180090001006d6173710000000004000280",
+        // rule
+        "010000000c0001006e6574686f6f6b0010000200706f7374726f7574696e6700ec0104802000018007000100637400001400028008000200000000020800010000000001440001800c0001006269747769736500340002800800010000000001080002000000000108000300000000040c00048008000100200000000c00058008000100000000002c00018008000100636d700020000280080001000000000108000200000000010c000380080001000000000024000180090001006d6574610000000014000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001000a00000024000180090001006d657461000000001400028008000200000000100800010000000001340001800c0001007061796c6f616400240002800800010000000009080002000000000108000300000000080800040000000010340001800c0001007061796c6f61640024000280080001000000000d080002000000000108000300000000180800040000000010340001800c0001007061796c6f616400240002800800010000000011080002000000000208000300000000020800040000000002340001800b0001006c6f6f6b757000002400028008000200000000010d0001006861697270696e3600000000080004000000000e14000180090001006d6173710000000004000280",
     ];
 
     #[test]
@@ -1838,7 +2331,7 @@ mod tests {
             ns.nft_stdin(BASE_NFT);
             let theirs = normalized(listing(ns));
             assert_eq!(ours, theirs);
-            assert_eq!(ours.len(), 1 + 9 + 5 + 24, "{ours:#?}");
+            assert_eq!(ours.len(), 1 + 14 + 5 + 34, "{ours:#?}");
             // And only this table exists.
             let all = normalized(ns.nft_json(&["list", "ruleset"]));
             assert_eq!(all.iter().filter(|o| o.get("table").is_some()).count(), 1);
@@ -2435,7 +2928,7 @@ mod tests {
                 "\"br-a\" . \"br-a\" : accept",
                 "\"br-b\" . \"br-b\" : drop",
                 "\"br-a\" . udp . 53",
-                "comment \"nethook layout 4\"",
+                "comment \"nethook layout 5\"",
             ] {
                 assert!(text.contains(want), "{want} missing in {text}");
             }
@@ -2564,6 +3057,184 @@ mod tests {
         });
     }
 
+    fn fwd6(proto: L4, host_ip: Option<&str>, host_port: u16, to: &str, port: u16) -> Forward6 {
+        Forward6 {
+            proto,
+            host_ip: host_ip.map(|h| h.parse().unwrap()),
+            host_port,
+            ip: to.parse().unwrap(),
+            port,
+        }
+    }
+
+    #[test]
+    fn v6_element_bytes_match_nft() {
+        // nft --debug=mnl add element inet nethook masq6 { fd00:89::5 } (and with timeout 1s
+        // expires 1ms)
+        let masq6 = "010000000c0001006e6574686f6f6b000a0002006d61737136000000080004000000000b200003801c0001801800018014000100fd000089000000000000000000000005";
+        let masq6_expire = "010000000c0001006e6574686f6f6b000a0002006d61737136000000080004000000000b38000380340001800c00040000000000000003e80c00050000000000000000011800018014000100fd000089000000000000000000000005";
+        let a: Ipv6Addr = "fd00:89::5".parse().unwrap();
+        assert_eq!(
+            change_payloads(ExpireMode::Timeout, Change::AddMasq6(a)),
+            vec![nft_elem_msg(masq6)]
+        );
+        assert_eq!(
+            change_payloads(ExpireMode::Timeout, Change::ExpireMasq6(a)),
+            vec![nft_elem_msg(masq6_expire)]
+        );
+        // pub6 { tcp . 8080 : fd00:91::2 . 80 }, hairpin6 { tcp . fd00:91::2 . fd00:91::2 . 80 }
+        let pub6 = "010000000c0001006e6574686f6f6b00090002007075623600000000080004000000000c3400038030000180100001800c000100060000001f9000001c00028018000100fd00009100000000000000000000000200500000";
+        let hairpin6 = "010000000c0001006e6574686f6f6b000d0002006861697270696e3600000000080004000000000e3800038034000180300001802c00010006000000fd000091000000000000000000000002fd00009100000000000000000000000200500000";
+        let f = fwd6(L4::Tcp, None, 8080, "fd00:91::2", 80);
+        assert_eq!(
+            change_payloads(ExpireMode::Timeout, Change::AddForward6(f)),
+            vec![nft_elem_msg(pub6), nft_elem_msg(hairpin6)]
+        );
+        // pub6 { tcp . 8081 timeout 1s expires 1ms : fd00:91::2 . 80 }
+        let pub6_expire = "010000000c0001006e6574686f6f6b00090002007075623600000000080004000000000c4c000380480001800c00040000000000000003e80c0005000000000000000001100001800c000100060000001f9100001c00028018000100fd00009100000000000000000000000200500000";
+        let f = fwd6(L4::Tcp, None, 8081, "fd00:91::2", 80);
+        assert_eq!(
+            change_payloads(ExpireMode::Timeout, Change::ExpireForward6(f))[0],
+            nft_elem_msg(pub6_expire)
+        );
+        // pub6_ip { udp . fd00::1 . 53 : fd00:91::2 . 5353 }
+        let pub6_ip = "010000000c0001006e6574686f6f6b000c000200707562365f697000080004000000000d4400038040000180200001801c00010011000000fd000000000000000000000000000001003500001c00028018000100fd00009100000000000000000000000214e90000";
+        let g = fwd6(L4::Udp, Some("fd00::1"), 53, "fd00:91::2", 5353);
+        assert_eq!(
+            change_payloads(ExpireMode::Timeout, Change::AddForward6(g))[0],
+            nft_elem_msg(pub6_ip)
+        );
+        // The element parses back.
+        let e = Element::new(forward6_key(&g)).data(Data::Value(forward6_data(&g)));
+        assert_eq!(forward6_from_element(&e), Some(g));
+        // [::] is no host address.
+        let bad = fwd6(L4::Tcp, Some("::"), 80, "fd00:91::2", 80);
+        let mut b = Batch::new();
+        let err = push_change(
+            ExpireMode::Timeout,
+            &mut b,
+            &Change::AddForward6(bad),
+            &Keys::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("host IP ::,"), "{err}");
+    }
+
+    #[test]
+    fn intervals6() {
+        let n6 = |s: &str| -> Ipv6Net { s.parse().unwrap() };
+        let mut end = [0u8; 16];
+        end[..8].copy_from_slice(&[0xfd, 0, 0, 0x89, 0, 0, 0, 1]);
+        let mut start = [0u8; 16];
+        start[..4].copy_from_slice(&[0xfd, 0, 0, 0x89]);
+        assert_eq!(
+            net6_elements(&n6("fd00:89::7/64")),
+            vec![
+                Element::new(start.to_vec()),
+                Element::new(end.to_vec()).interval_end()
+            ]
+        );
+        assert_eq!(net6_elements(&n6("::/0")).len(), 1);
+        let mut dump = vec![Element::new(vec![0; 16]).interval_end()];
+        for n in [
+            "fd00:89::/64",
+            "fd00:89:0:1::/64",
+            "fd00::1/128",
+            "ff00::/8",
+            "fe80::/10",
+        ] {
+            dump.extend(net6_elements(&n6(n)));
+        }
+        dump.reverse();
+        assert_eq!(
+            nets6_from_elements(&dump),
+            vec![
+                n6("fd00::1/128"),
+                n6("fd00:89::/64"),
+                n6("fd00:89:0:1::/64"),
+                n6("fe80::/10"),
+                n6("ff00::/8")
+            ]
+        );
+    }
+
+    #[test]
+    fn v6_changes_round_trip() {
+        if skip("v6_changes_round_trip") {
+            return;
+        }
+        in_netns(|ns| {
+            let mut fw = base(ns);
+            let net6: Ipv6Net = "fd00:89::/64".parse().unwrap();
+            let a: Ipv6Addr = "fd00:89::5".parse().unwrap();
+            let f = fwd6(L4::Tcp, None, 8080, "fd00:89::5", 80);
+            let g = fwd6(L4::Udp, Some("fd00::1"), 53, "fd00:89::5", 5353);
+            fw.apply(&[
+                Change::AddNet6(net6),
+                Change::AddMasq6(a),
+                Change::AddForward6(f),
+                Change::AddForward6(g),
+            ])
+            .unwrap();
+            let text = ns.nft(&["list", "table", "inet", "nethook"]);
+            for want in [
+                "elements = { fd00:89::/64 }",
+                "elements = { fd00:89::5 }",
+                "tcp . 8080 : fd00:89::5 . 80",
+                "udp . fd00::1 . 53 : fd00:89::5 . 5353",
+                "tcp . fd00:89::5 . fd00:89::5 . 80",
+            ] {
+                assert!(text.contains(want), "{want} missing in {text}");
+            }
+            let snap = fw.snapshot().unwrap().unwrap();
+            assert_eq!(snap.nets6, vec![net6]);
+            assert_eq!(snap.masq6, vec![a]);
+            assert_eq!(snap.forwards6, vec![f, g]);
+            assert!(snap.forwards.is_empty() && snap.masq4.is_empty());
+            // Expire and re-add of f in one batch: f stays.
+            fw.apply(&[
+                Change::ExpireMasq6(a),
+                Change::ExpireForward6(g),
+                Change::ExpireForward6(f),
+                Change::AddForward6(f),
+            ])
+            .unwrap();
+            let snap = fw.snapshot().unwrap().unwrap();
+            assert!(snap.masq6.is_empty());
+            assert_eq!(snap.forwards6, vec![f]);
+            // The delete fallback.
+            fw.set_expire_mode(ExpireMode::Delete);
+            fw.apply(&[Change::ExpireForward6(f), Change::ExpireForward6(f)])
+                .unwrap();
+            assert!(fw.snapshot().unwrap().unwrap().forwards6.is_empty());
+            fw.apply(&[Change::RemoveNet6(net6)]).unwrap();
+            assert!(fw.snapshot().unwrap().unwrap().nets6.is_empty());
+        });
+    }
+
+    #[test]
+    fn ensure_base_replaces_layout_4() {
+        if skip("ensure_base_replaces_layout_4") {
+            return;
+        }
+        in_netns(|ns| {
+            // Layout 4: this one without its IPv6 sets and rules.
+            let v4: String = BASE_NFT
+                .lines()
+                .filter(|l| !l.contains('6'))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .replace("nethook layout 5", "nethook layout 4");
+            ns.nft_stdin(&v4);
+            let mut fw = Firewall::open().unwrap();
+            assert_eq!(fw.layout_version().unwrap(), Some(4));
+            assert_eq!(fw.snapshot().unwrap(), None, "layout 4 lacks the v6 sets");
+            assert!(fw.ensure_base().unwrap());
+            assert_eq!(fw.layout_version().unwrap(), Some(5));
+            assert_eq!(fw.snapshot().unwrap(), Some(Snapshot::default()));
+        });
+    }
+
     #[test]
     fn ensure_base_replaces_an_older_layout() {
         if skip("ensure_base_replaces_an_older_layout") {
@@ -2603,15 +3274,15 @@ mod tests {
 
             // A table of a newer layout is left alone.
             fw.remove_table().unwrap();
-            ns.nft_stdin(&BASE_NFT.replace("nethook layout 4", "nethook layout 9"));
+            ns.nft_stdin(&BASE_NFT.replace("nethook layout 5", "nethook layout 9"));
             let before = ns.nft(&["list", "ruleset"]);
             let err = fw.ensure_base().unwrap_err();
             assert!(matches!(
                 err,
-                FirewallError::NewerLayout { found: 9, ours: 4 }
+                FirewallError::NewerLayout { found: 9, ours: 5 }
             ));
             assert!(err.to_string().starts_with(
-                "nftables: table inet nethook has layout 9, newer than this nethook's layout 4;"
+                "nftables: table inet nethook has layout 9, newer than this nethook's layout 5;"
             ));
             assert_eq!(ns.nft(&["list", "ruleset"]), before);
         });

@@ -215,13 +215,20 @@ fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
         }
     }
     if specs.iter().any(|(s, _)| s.host_ip.is_some()) {
-        let mut host_addrs: Vec<Ipv4Addr> =
-            ctx.host.addrs4()?.into_iter().map(|a| a.addr).collect();
+        let mut host_addrs: Vec<IpAddr> = ctx
+            .host
+            .addrs4()?
+            .into_iter()
+            .map(|a| IpAddr::V4(a.addr))
+            .collect();
         // The gateways of the networks being joined are the host's too, even when this attach
         // is about to create their bridge.
-        host_addrs.extend(nets.iter().map(|n| n.subnet4().gateway));
+        host_addrs.extend(nets.iter().map(|n| IpAddr::V4(n.subnet4().gateway)));
         for (s, raw) in &specs {
-            if let Some(ip) = s.host_ip.filter(|ip| !host_addrs.contains(ip)) {
+            if let Some(ip) = s
+                .host_ip
+                .filter(|ip| !ip.is_unspecified() && !host_addrs.contains(ip))
+            {
                 return Err(Error::invalid(
                     format!("publish {raw}"),
                     format!("host address {ip} is not an address of this host"),
@@ -321,6 +328,9 @@ fn masq_changes(atts: &[&Attachment]) -> Vec<Change> {
     let mut v = Vec::new();
     for a in atts.iter().filter(|a| a.masquerade) {
         v.push(Change::AddMasq4(a.ipv4));
+        if let Some(ip6) = a.ipv6 {
+            v.push(Change::AddMasq6(ip6));
+        }
     }
     v
 }
@@ -393,7 +403,9 @@ fn make_links_and_rules(
         changes.extend(super::firewall_sync::network_changes(net));
     }
     changes.extend(masq.iter().cloned());
-    changes.extend(ports.iter().map(|p| Change::AddForward4(p.forward())));
+    for p in ports {
+        changes.push(p.add_change()?);
+    }
     fw.apply(&changes)?;
     undo.push(Undo::Masq(masq));
     undo.push(Undo::Forwards(ports.to_vec()));
@@ -436,19 +448,12 @@ fn run(
     if !specs.is_empty() {
         let _l = Lock::acquire(&dirs.ports_lock())?;
         let claims = PortClaims::open(dirs)?;
-        let target = atts[0].ipv4;
+        let mut ctr_ips = vec![IpAddr::V4(atts[0].ipv4)];
+        ctr_ips.extend(atts[0].ipv6.map(IpAddr::V6));
         for (spec, raw) in specs {
+            let targets = spec.targets(&ctr_ips, raw)?;
             let pairs = claims.claim(spec, &req.id, raw)?;
-            let got: Vec<Published> = pairs
-                .into_iter()
-                .map(|(h, c)| Published {
-                    protocol: spec.proto,
-                    host_ip: spec.host_ip,
-                    host_port: h,
-                    container_ip: target,
-                    container_port: c,
-                })
-                .collect();
+            let got: Vec<Published> = spec.published(&pairs, &targets);
             undo.push(Undo::Ports(got.clone()));
             ports.extend(got);
         }
@@ -653,6 +658,7 @@ fn rollback(dirs: &Dirs, id: &ContainerId, ctx: &Ctx, undo: Vec<Undo>) -> ErrorL
                     .into_iter()
                     .map(|c| match c {
                         Change::AddMasq4(ip) => Change::ExpireMasq4(ip),
+                        Change::AddMasq6(ip) => Change::ExpireMasq6(ip),
                         other => other,
                     })
                     .collect();
@@ -662,7 +668,10 @@ fn rollback(dirs: &Dirs, id: &ContainerId, ctx: &Ctx, undo: Vec<Undo>) -> ErrorL
             Undo::Forwards(ps) if !ps.is_empty() => {
                 let changes: Vec<Change> = ps
                     .iter()
-                    .map(|p| Change::ExpireForward4(p.forward()))
+                    .map(Published::expire_change)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .filter_map(|c| errs.note(c))
                     .collect();
                 errs.note(super::detach::expire(&changes));
             }

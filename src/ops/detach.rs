@@ -98,15 +98,22 @@ pub fn detach_locked(
     let ports: Vec<_> = ep
         .ports
         .iter()
-        .filter(|p| gone.iter().any(|a| a.ipv4 == p.container_ip))
+        .filter(|p| {
+            gone.iter().any(|a| {
+                std::net::IpAddr::V4(a.ipv4) == p.container_ip
+                    || a.ipv6.map(std::net::IpAddr::V6) == Some(p.container_ip)
+            })
+        })
         .copied()
         .collect();
-    let mut changes: Vec<Change> = gone
-        .iter()
-        .filter(|a| a.masquerade)
-        .map(|a| Change::ExpireMasq4(a.ipv4))
-        .collect();
-    changes.extend(ports.iter().map(|p| Change::ExpireForward4(p.forward())));
+    let mut changes: Vec<Change> = Vec::new();
+    for a in gone.iter().filter(|a| a.masquerade) {
+        changes.push(Change::ExpireMasq4(a.ipv4));
+        if let Some(ip6) = a.ipv6 {
+            changes.push(Change::ExpireMasq6(ip6));
+        }
+    }
+    changes.extend(ports.iter().filter_map(|p| errs.note(p.expire_change())));
     if !changes.is_empty() {
         errs.note(expire(&changes));
     }

@@ -20,6 +20,9 @@ pub fn network_changes(net: &config::Network) -> Vec<Change> {
             icc: net.icc,
         },
     ];
+    v.extend(network_changes_v6(
+        &net.subnets6.iter().map(|s| s.subnet).collect::<Vec<_>>(),
+    ));
     if net.internal {
         v.push(Change::AddInternal(bridge.clone()));
     }
@@ -40,6 +43,7 @@ pub fn network_removals(net: &config::Network) -> Vec<Change> {
         .map(|c| match c {
             Change::AddBridge(b) => Change::RemoveBridge(b),
             Change::AddNet4(n) => Change::RemoveNet4(n),
+            Change::AddNet6(n) => Change::RemoveNet6(n),
             Change::AddIntra { bridge, icc } => Change::RemoveIntra { bridge, icc },
             Change::AddInternal(b) => Change::RemoveInternal(b),
             Change::AllowHostPort {
@@ -80,10 +84,26 @@ pub fn resync(dirs: &Dirs, fw: &mut Firewall) -> Result<()> {
         for a in &ep.attachments {
             if a.masquerade {
                 changes.push(Change::AddMasq4(a.ipv4));
+                if let Some(ip6) = a.ipv6 {
+                    changes.push(Change::AddMasq6(ip6));
+                }
             }
         }
-        changes.extend(ep.ports.iter().map(|p| Change::AddForward4(p.forward())));
+        for p in &ep.ports {
+            changes.push(p.add_change()?);
+        }
     }
     fw.apply(&changes)?;
     Ok(())
+}
+
+/// The per-network elements of a network's IPv6 subnets (beside `network_changes`, whose
+/// bridge, intra, internal and host_allow elements serve both families).
+pub fn network_changes_v6(subnets: &[ipnet::Ipv6Net]) -> Vec<Change> {
+    subnets.iter().map(|s| Change::AddNet6(*s)).collect()
+}
+
+/// The same, undone (network rm).
+pub fn network_removals_v6(subnets: &[ipnet::Ipv6Net]) -> Vec<Change> {
+    subnets.iter().map(|s| Change::RemoveNet6(*s)).collect()
 }

@@ -60,6 +60,11 @@ fn check_firewall(s: &Snapshot, ep: &Endpoint) -> Vec<Finding> {
         })
     };
     for a in &ep.attachments {
+        if let Some(ip6) = a.ipv6.filter(|ip| a.masquerade && !s.masq6.contains(ip)) {
+            push(format!(
+                "masquerade element for {ip6} is missing from set masq6; run 'nethook restore'"
+            ));
+        }
         if a.masquerade && !s.masq4.contains(&a.ipv4) {
             push(format!(
                 "masquerade element for {} is missing from set masq4; run 'nethook restore'",
@@ -68,7 +73,7 @@ fn check_firewall(s: &Snapshot, ep: &Endpoint) -> Vec<Finding> {
         }
     }
     for p in &ep.ports {
-        if !s.forwards.contains(&p.forward()) {
+        if !p.in_snapshot(s) {
             push(format!(
                 "forward {p} is missing from the nftables maps; run 'nethook restore'"
             ));
