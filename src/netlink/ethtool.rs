@@ -231,7 +231,20 @@ impl<'a> Dev<'a> {
         s.put(0, ETHTOOL_GSTRINGS);
         s.put(4, ETH_SS_FEATURES);
         s.put(8, count);
+        // The kernel writes as many names as it counts itself, not as many as asked; for
+        // ETH_SS_FEATURES that is NETDEV_FEATURE_COUNT, fixed when the kernel was built, so the
+        // count from GSSET_INFO is the count here. Checked anyway.
         self.ioctl(&mut s).map_err(|e| self.error(doing, e))?;
+        if s.get(8) != count {
+            return Err(Error::kernel(
+                format!("{doing} on {}", self.ifname),
+                format!(
+                    "the kernel listed {} names after counting {count}",
+                    s.get(8)
+                ),
+                "check 'nethook doctor' and the kernel log",
+            ));
+        }
         let names = s.bytes()[12..12 + n * ETH_GSTRING_LEN]
             .chunks(ETH_GSTRING_LEN)
             .map(|c| {

@@ -310,6 +310,20 @@ mod tests {
     }
 
     #[test]
+    fn psched_ticks_are_64ns_here() {
+        // /proc/net/psched: NSEC_PER_USEC, PSCHED_TICKS2NS(1), 1000000, clock resolution.
+        let Ok(s) = std::fs::read_to_string("/proc/net/psched") else {
+            return;
+        };
+        let f: Vec<u32> = s
+            .split_whitespace()
+            .map(|x| u32::from_str_radix(x, 16).unwrap())
+            .collect();
+        assert_eq!(f[0], 1000);
+        assert_eq!(f[1], 1 << PSCHED_SHIFT, "{s}");
+    }
+
+    #[test]
     fn huge_values_saturate() {
         let p = tbf_params(Rate::from_bits(u64::MAX), None, MAX_LATENCY_MS, 65535).unwrap();
         assert_eq!(p.burst, u32::MAX);
