@@ -21,3 +21,5 @@ pub mod ops;
 pub mod publish;
 pub mod rootfs;
 pub mod state;
+// Per-container tuning: MTU, netns sysctls, offloads, bandwidth limits (issue 6).
+pub mod tuning;

@@ -47,26 +47,26 @@ pub struct Route4 {
 }
 
 pub struct RouteSocket {
-    rt: tokio::runtime::Runtime,
-    handle: Handle,
+    pub(super) rt: tokio::runtime::Runtime,
+    pub(super) handle: Handle,
 }
 
 /// The errno of a netlink NACK, if that is what the error is.
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+pub(super) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
         _ => None,
     }
 }
 
-fn errno_text(e: &rtnetlink::Error) -> String {
+pub(super) fn errno_text(e: &rtnetlink::Error) -> String {
     match errno(e) {
         Some(n) => std::io::Error::from_raw_os_error(n).to_string(),
         None => e.to_string(),
     }
 }
 
-fn kernel(what: String, e: &rtnetlink::Error) -> Error {
+pub(super) fn kernel(what: String, e: &rtnetlink::Error) -> Error {
     Error::kernel(
         what,
         errno_text(e),
@@ -101,7 +101,7 @@ impl RouteSocket {
         Ok(RouteSocket { rt, handle })
     }
 
-    fn run<F: std::future::Future>(&self, f: F) -> F::Output {
+    pub(super) fn run<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
 
