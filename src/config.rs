@@ -591,6 +591,29 @@ impl NetworkSpec {
         };
         let labels = parse_kvs("label", &self.labels)?;
         let options = parse_kvs("option", &self.opts)?;
+        let tuning = crate::tuning::Tuning::from_options(&options)?;
+        if tuning.mtu.is_some() && self.mtu.is_some() && tuning.mtu != self.mtu {
+            return Err(Error::invalid(
+                format!("network {name}"),
+                "--mtu and -o mtu= disagree",
+                "give the MTU once",
+            ));
+        }
+        let mtu = self.mtu.or(tuning.mtu);
+        if let Some(m) = mtu.filter(|m| !subnets6.is_empty() && *m < MIN_MTU_IPV6) {
+            return Err(Error::invalid(
+                format!("mtu {m}"),
+                format!("is below {MIN_MTU_IPV6}, the least IPv6 works with"),
+                format!("give an MTU of {MIN_MTU_IPV6} or more, or leave out IPv6"),
+            ));
+        }
+        if tuning.ingress.is_some() && driver == DriverKind::Macvlan {
+            return Err(Error::invalid(
+                format!("network {name}"),
+                "bandwidth.ingress on a macvlan network would need an ifb device, which nethook does not make",
+                "limit egress only, or use a bridge network",
+            ));
+        }
         if let Some(s) = options.get(OPT_ALLOW_HOST_PORTS) {
             parse_host_ports(s)?;
         }
@@ -629,7 +652,7 @@ impl NetworkSpec {
             masquerade,
             isolate: self.isolate.unwrap_or(true),
             icc: self.icc.unwrap_or(true),
-            mtu: self.mtu,
+            mtu,
             labels,
             options,
             created: now(),

@@ -197,6 +197,9 @@ pub struct Wants {
     pub disabled: bool,
     /// `nethook.mtu`: this container's MTU on every network, over the networks' own.
     pub mtu: Option<u32>,
+    /// `nethook.mtu`, `nethook.sysctl.*`, `nethook.offload.*`, `nethook.bandwidth.*`: over
+    /// each network's own options.
+    pub tuning: crate::tuning::Tuning,
     /// True when no network was named (the default network was filled in).
     pub default_network: bool,
 }
@@ -296,6 +299,7 @@ pub fn wants(
             w.ips.insert(net, ip);
         }
     }
+    w.tuning = crate::tuning::Tuning::from_annotations(annotations)?;
     if let Some(m) = get(ANN_MTU) {
         let mtu = m
             .trim()

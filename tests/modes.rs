@@ -784,3 +784,132 @@ fn ipv6_masquerade_publish_and_routed_networks() {
     sb.runc_stop(&c2.id).ok();
     sb.assert_no_endpoints();
 }
+
+/// Mbit/s iperf3 measured from `netns` to `server` (JSON report), `reverse` for the other way.
+fn iperf_mbit(netns: &str, server: Ipv4Addr, reverse: bool) -> f64 {
+    let mut c = Sandbox::cmd_in(netns, "iperf3");
+    c.args(["-c", &server.to_string(), "-t", "3", "-O", "1", "-J"]);
+    if reverse {
+        c.arg("-R");
+    }
+    let r = run(&mut c, None).ok();
+    let v: Value = serde_json::from_str(&r.stdout).expect("iperf3 JSON");
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("bits_per_second")
+        / 1e6
+}
+
+#[test]
+fn tuning_sysctls_offloads_and_bandwidth() {
+    if !can_run(
+        "tuning_e2e",
+        &["runc", "busybox", "ethtool", "iperf3", "socat", "nft", "ss"],
+    ) {
+        return;
+    }
+    let sb = Sandbox::new("tune");
+    sb.nethook(&[
+        "network",
+        "create",
+        "shaped",
+        "--subnet",
+        "10.90.85.0/24",
+        "-o",
+        "sysctl.net.core.somaxconn=1024",
+        "-o",
+        "offload.tso=off",
+        "-o",
+        "bandwidth.egress=20mbit",
+        "-o",
+        "allow_host_ports=5201",
+    ])
+    .ok();
+    // Bad tuning is refused at create time, naming the key.
+    sb.nethook(&[
+        "network",
+        "create",
+        "bad",
+        "--subnet",
+        "10.90.86.0/24",
+        "-o",
+        "sysctl.kernel.core_pattern=x",
+    ])
+    .refused(&["kernel.core_pattern"]);
+    sb.nethook(&[
+        "network",
+        "create",
+        "bad",
+        "--subnet",
+        "10.90.86.0/24",
+        "-o",
+        "bandwidth.egress=fast",
+    ])
+    .refused(&["bandwidth.egress"]);
+    sb.nethook(&[
+        "network",
+        "create",
+        "bad",
+        "--subnet",
+        "10.90.86.0/24",
+        "--ipv6",
+        "--mtu",
+        "1200",
+    ])
+    .refused(&["1280"]);
+
+    let mut b = sb.bundle("tn", "sleep 60");
+    b.annotate("nethook.network", "shaped")
+        .annotate("nethook.sysctl.net.ipv4.tcp_syncookies", "0")
+        .annotate("nethook.bandwidth.ingress", "10mbit");
+    let c = sb.runc_start(&b);
+    // Sysctls: the network's and the container's own, inside the container only.
+    let r = sb
+        .runc_exec(
+            &c,
+            "cat /proc/sys/net/core/somaxconn /proc/sys/net/ipv4/tcp_syncookies",
+        )
+        .ok();
+    assert_eq!(
+        r.stdout.split_whitespace().collect::<Vec<_>>(),
+        vec!["1024", "0"]
+    );
+    let host_syn = sb
+        .sh(&["cat", "/proc/sys/net/ipv4/tcp_syncookies"])
+        .ok()
+        .stdout;
+    assert_eq!(host_syn.trim(), "1", "the host's value stays");
+    // Offloads, as ethtool shows them.
+    let k = run(
+        Sandbox::cmd_in(&c.netns(), "ethtool").args(["-k", "eth0"]),
+        None,
+    )
+    .ok();
+    assert!(
+        k.stdout.contains("tcp-segmentation-offload: off"),
+        "{}",
+        k.stdout
+    );
+    // Bandwidth: measured with iperf3 against a server on the host (the gateway).
+    sb.spawn_in(&sb.path(), &["iperf3", "-s", "-p", "5201"]);
+    sb.wait_listening(&sb.path(), 5201);
+    let gw = Ipv4Addr::new(10, 90, 85, 1);
+    let up = iperf_mbit(&c.netns(), gw, false);
+    assert!(
+        (18.0..=22.0).contains(&up),
+        "egress {up:.1} Mbit/s, limit 20"
+    );
+    let down = iperf_mbit(&c.netns(), gw, true);
+    assert!(
+        (9.0..=11.0).contains(&down),
+        "ingress {down:.1} Mbit/s, limit 10"
+    );
+    // Bad annotations fail the container with one line, nothing left.
+    let mut bad = sb.bundle("tnbad", "true");
+    bad.annotate("nethook.sysctl.vm.swappiness", "1");
+    let r = sb.runc_run(&bad);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("vm.swappiness"), "{}", r.stderr);
+    sb.runc_stop(&c.id).ok();
+    sb.assert_no_endpoints();
+}

@@ -476,6 +476,7 @@ pub(crate) mod tests {
                     prefix_len6: None,
                     gateway6: None,
                     mtu: None,
+                    tuning: Default::default(),
                 })
                 .collect(),
             netmode: None,

@@ -306,6 +306,25 @@ fn plan_attachment(
     };
     let s = net.subnet4();
     let s6 = net.subnet6();
+    let mut tuning = crate::tuning::Tuning::from_options(&net.options)?.overlay(&wants.tuning);
+    let mtu = tuning.mtu.take().or(net.mtu);
+    if let Some(m) = mtu.filter(|m| s6.is_some() && *m < crate::config::MIN_MTU_IPV6) {
+        return Err(Error::invalid(
+            format!("mtu {m} on network {}", net.name),
+            format!(
+                "is below {}, the least IPv6 works with",
+                crate::config::MIN_MTU_IPV6
+            ),
+            "give a larger nethook.mtu",
+        ));
+    }
+    if tuning.ingress.is_some() && net.driver == DriverKind::Macvlan {
+        return Err(Error::invalid(
+            format!("bandwidth.ingress on network {}", net.name),
+            "would need an ifb device on macvlan, which nethook does not make",
+            "limit egress only, or use a bridge network",
+        ));
+    }
     Ok(Attachment {
         network: net.name.clone(),
         interface,
@@ -319,8 +338,59 @@ fn plan_attachment(
         ipv6: s6.map(|s6| s6.address_for(&s.subnet, ip)),
         prefix_len6: s6.map(|s6| s6.subnet.prefix_len()),
         gateway6: s6.map(|s6| s6.gateway),
-        mtu: wants.mtu.or(net.mtu),
+        mtu,
+        tuning,
     })
+}
+
+/// Sysctls and offloads inside the container, bandwidth limits on both ends: a root tbf shapes
+/// what a link sends, so egress goes on the container's interface and ingress on the host-side
+/// veth (traffic into the container). The links go with the attachment, so nothing here needs
+/// undoing.
+fn apply_tuning(ctx: &Ctx, att: &Attachment) -> Result<()> {
+    let t = &att.tuning;
+    let (ns, csock) = ctx.container.as_ref().map(|(n, s)| (n, s)).ok_or_else(|| {
+        Error::invalid(
+            format!("container on network {}", att.network),
+            "has no network namespace",
+            "give the container one",
+        )
+    })?;
+    if !t.sysctls.is_empty() || !t.offloads.is_empty() {
+        let ifname = att.interface.to_string();
+        ns.run_in(&ctx.home, || {
+            crate::tuning::write_sysctls(&t.sysctls)?;
+            if !t.offloads.is_empty() {
+                crate::netlink::ethtool::set_offloads(&ifname, &t.offloads)?;
+            }
+            Ok(())
+        })?;
+    }
+    let latency = crate::netlink::tc::DEFAULT_LATENCY_MS;
+    if let Some(rate) = t.egress {
+        let eth = csock.link_by_name(att.interface.as_str())?.ok_or_else(|| {
+            Error::kernel(
+                format!("interface {} in the container", att.interface),
+                "vanished during setup",
+                "retry",
+            )
+        })?;
+        csock.set_tbf(eth.index, rate, None, latency)?;
+    }
+    if let Some(rate) = t.ingress {
+        let host = ctx
+            .host
+            .link_by_name(att.host_interface.as_str())?
+            .ok_or_else(|| {
+                Error::kernel(
+                    format!("host link {}", att.host_interface),
+                    "vanished during setup",
+                    "retry",
+                )
+            })?;
+        ctx.host.set_tbf(host.index, rate, None, latency)?;
+    }
+    Ok(())
 }
 
 /// The masquerade elements of some attachments.
@@ -385,6 +455,9 @@ fn make_links_and_rules(
         );
         undo.push(Undo::Links(made));
         r?;
+        if !att.tuning.is_empty() {
+            apply_tuning(ctx, att)?;
+        }
         if default_at == Some(i) && !ports.is_empty() {
             driver::bridge::prepare_publish(ctx, net, att)?;
         }

@@ -55,6 +55,10 @@ pub struct Attachment {
     /// The interface's MTU when set (the network's, or the container's `nethook.mtu`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// Sysctls, offloads and bandwidth limits applied (the network's options, overridden by
+    /// the container's annotations).
+    #[serde(default, skip_serializing_if = "crate::tuning::Tuning::is_empty")]
+    pub tuning: crate::tuning::Tuning,
 }
 
 fn bridge_kind() -> DriverKind {
