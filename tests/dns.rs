@@ -740,3 +740,126 @@ fn crun_run_in_the_foreground_is_not_held_by_the_daemon() {
     assert!(time_until(Duration::from_secs(4), || exited(second)).is_some());
     sb.assert_no_endpoints();
 }
+
+/// The first IPv6 address `ps` gives endpoint `id` ("fd00:60::5/64" there), without its prefix.
+fn ip6_of(sb: &Sandbox, id: &str) -> std::net::Ipv6Addr {
+    let row = sb.ps_row(id);
+    let v6 = row["ipv6"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ipv6 for {id} in ps: {row}"));
+    v6.split('/').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn aaaa_and_ip6_ptr_for_dual_stack_runc_containers() {
+    let tools: Vec<&str> = RUNC_TOOLS.iter().copied().chain(["dig"]).collect();
+    if !can_run("aaaa_and_ip6_ptr_for_dual_stack_runc_containers", &tools) {
+        return;
+    }
+    let sb = Sandbox::new("dnsv6");
+    let peer = sb.add_peer();
+    let up = FakeUpstream::start(&peer.path(), &[]);
+    let gw_ds = Ipv4Addr::new(10, 90, 60, 1);
+    let upstream = s(peer.ip);
+    sb.nethook(&[
+        "network",
+        "create",
+        "ds",
+        "--subnet",
+        "10.90.60.0/24",
+        "--subnet",
+        "fd00:60::/64",
+        "--dns-upstream",
+        &upstream,
+    ])
+    .ok();
+    sb.nethook(&[
+        "network",
+        "create",
+        "a",
+        "--subnet",
+        "10.91.1.0/24",
+        "--dns-upstream",
+        &upstream,
+    ])
+    .ok();
+    let mut b1 = sb.bundle("c1", "sleep 60");
+    b1.annotate("nethook.network", "ds")
+        .annotate("nethook.aliases", "six");
+    let c1 = sb.runc_start(&b1);
+    let mut b2 = sb.bundle("c2", "sleep 60");
+    b2.annotate("nethook.network", "ds");
+    let c2 = sb.runc_start(&b2);
+    let mut b3 = sb.bundle("c3", "sleep 60");
+    b3.annotate("nethook.network", "a");
+    let c3 = sb.runc_start(&b3);
+    let v6 = ip6_of(&sb, &c1.id);
+    assert!(v6.to_string().starts_with("fd00:60::"), "{v6}");
+    let v4 = sb.ip_of(&c1.id);
+    assert!(sb.ps_row(&c3.id)["ipv6"]
+        .as_array()
+        .is_none_or(|a| a.is_empty()));
+
+    // From c2's namespace at the (IPv4) gateway: AAAA by name, alias and NAME.NETWORK.
+    for name in [c1.id.clone(), "six".into(), format!("{}.ds", c1.id)] {
+        let r = dig_in(&c2.netns(), gw_ds, &[&name, "AAAA"]).unwrap();
+        assert_eq!(
+            (r.rcode.as_str(), r.data.clone()),
+            ("NOERROR", vec![v6.to_string()]),
+            "AAAA {name}\n{}",
+            sb.dns_log()
+        );
+    }
+    // A still answers IPv4 only.
+    assert_eq!(dig_a(&c2.netns(), gw_ds, &c1.id), vec![s(v4)]);
+    // PTR of the IPv6 address (ip6.arpa) and of the IPv4 one.
+    for addr in [v6.to_string(), s(v4)] {
+        let r = dig_in(&c2.netns(), gw_ds, &["-x", &addr]).unwrap();
+        assert_eq!(
+            (r.rcode.as_str(), r.data.clone()),
+            ("NOERROR", vec![format!("{}.", b1.hostname())]),
+            "-x {addr}"
+        );
+    }
+
+    // A container of a v4-only network: AAAA of its name is NODATA (NOERROR, no answers),
+    // answered here and not forwarded.
+    for name in [c3.id.clone(), format!("{}.a", c3.id)] {
+        let r = dig_in(&c3.netns(), GW_A, &[&name, "AAAA"]).unwrap();
+        assert_eq!(
+            (r.rcode.as_str(), r.data.len()),
+            ("NOERROR", 0),
+            "AAAA {name}: {r:?}"
+        );
+    }
+    assert!(
+        !up.asked().iter().any(|q| q.starts_with(&c3.id)),
+        "{:?}",
+        up.asked()
+    );
+    // ds's names are not a's to see, in either family.
+    assert!(dig_in(&c3.netns(), GW_A, &[&c1.id, "AAAA"])
+        .unwrap()
+        .data
+        .is_empty());
+
+    // busybox nslookup inside the container, through its resolv.conf.
+    let r = sb.runc_exec(&c2, &format!("nslookup -type=aaaa {}", c1.id));
+    assert!(
+        r.code == 0 && r.stdout.contains(&v6.to_string()),
+        "nslookup -type=aaaa in c2: {r:?}\n{}",
+        sb.dns_log()
+    );
+    let r = sb.runc_exec(&c2, &format!("nslookup {v6}"));
+    assert!(r.stdout.contains(&c1.id), "nslookup {v6}: {r:?}");
+    let r = sb.runc_exec(&c3, &format!("nslookup -type=aaaa {}", c3.id));
+    assert!(
+        !r.stdout.contains("NXDOMAIN") && !r.stderr.contains("NXDOMAIN"),
+        "{r:?}"
+    );
+
+    for c in [&c1, &c2, &c3] {
+        sb.runc_stop(&c.id).ok();
+    }
+    sb.assert_no_endpoints();
+}

@@ -9,9 +9,9 @@
 
 use super::records::{Asker, EndpointKey, Records};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, PTR};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// TTL of every local answer: containers come and go within milliseconds, so nothing may cache
 /// them (aardvark-dns does the same).
@@ -111,8 +111,10 @@ pub fn handle_via(records: &Records, via: Via<'_>, packet: &[u8], udp: bool) -> 
 /// have not, NODATA), None when it is not ours.
 fn local(records: &Records, asker: &Asker, q: &Query, name: &str) -> Option<Vec<Record>> {
     if q.query_type() == RecordType::PTR {
-        let ip = parse_reverse(name)?;
-        let host = records.reverse(asker, ip)?;
+        let host = match parse_reverse_any(name)? {
+            IpAddr::V4(ip) => records.reverse(asker, ip)?,
+            IpAddr::V6(ip) => records.reverse6(asker, ip)?,
+        };
         let target = Name::from_ascii(format!("{host}.")).ok()?;
         return Some(vec![Record::from_rdata(
             q.name().clone(),
@@ -121,14 +123,55 @@ fn local(records: &Records, asker: &Asker, q: &Query, name: &str) -> Option<Vec<
         )]);
     }
     let addrs = records.lookup(asker, name)?;
-    Some(match q.query_type() {
-        RecordType::A | RecordType::ANY => addrs
+    let a = || {
+        addrs
+            .iter()
+            .map(|&ip| Record::from_rdata(q.name().clone(), TTL, RData::A(A(ip))))
+    };
+    // Every name with A records is in the IPv6 lookup too: empty there is NODATA (a v4-only
+    // container), so AAAA never goes upstream nor answers NXDOMAIN (Happy Eyeballs waits on it).
+    let aaaa = || {
+        records
+            .lookup6(asker, name)
+            .unwrap_or_default()
             .into_iter()
-            .map(|ip| Record::from_rdata(q.name().clone(), TTL, RData::A(A(ip))))
-            .collect(),
-        // AAAA (no IPv6 yet), MX, TXT, ... of a container name: it exists, without that type.
+            .map(|ip| Record::from_rdata(q.name().clone(), TTL, RData::AAAA(AAAA(ip))))
+    };
+    Some(match q.query_type() {
+        RecordType::A => a().collect(),
+        RecordType::AAAA => aaaa().collect(),
+        RecordType::ANY => a().chain(aaaa()).collect(),
+        // MX, TXT, ... of a container name: it exists, without that type.
         _ => Vec::new(),
     })
+}
+
+/// An `in-addr.arpa` or `ip6.arpa` name -> the address it stands for.
+fn parse_reverse_any(name: &str) -> Option<IpAddr> {
+    if name.ends_with(".ip6.arpa") {
+        parse_reverse6(name).map(IpAddr::V6)
+    } else {
+        parse_reverse(name).map(IpAddr::V4)
+    }
+}
+
+/// `b.a.9.8. ... .0.0.ip6.arpa` (32 nibbles, least significant first) -> the IPv6 address.
+fn parse_reverse6(name: &str) -> Option<Ipv6Addr> {
+    let rest = name.strip_suffix(".ip6.arpa")?;
+    let mut v: u128 = 0;
+    let mut n = 0;
+    for label in rest.split('.') {
+        let [b] = label.as_bytes() else {
+            return None;
+        };
+        if n == 32 {
+            return None;
+        }
+        let d = char::from(*b).to_digit(16)?;
+        v |= u128::from(d) << (4 * n);
+        n += 1;
+    }
+    (n == 32).then(|| Ipv6Addr::from(v))
 }
 
 /// `d.c.b.a.in-addr.arpa` -> a.b.c.d
@@ -218,6 +261,16 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The `ip6.arpa` name of `a`, as `dig -x` writes it.
+    fn arpa6(a: &str) -> String {
+        let v = u128::from(a.parse::<Ipv6Addr>().unwrap());
+        let mut s = String::new();
+        for i in 0..32 {
+            s.push_str(&format!("{:x}.", (v >> (4 * i)) & 0xf));
+        }
+        s + "ip6.arpa."
+    }
+
     fn query(name: &str, t: RecordType, edns: bool) -> Vec<u8> {
         let mut m = Message::new(0x1234, MessageType::Query, OpCode::Query);
         m.metadata.recursion_desired = true;
@@ -290,6 +343,116 @@ mod tests {
             answer(&ask("web.", RecordType::A, "10.2.0.2", gw)).0,
             ResponseCode::Refused
         );
+    }
+
+    #[test]
+    fn aaaa_ip6_ptr_and_nodata_for_v4_only_names() {
+        let (v6a, gw) = ("10.5.0.2", "10.5.0.1");
+        for name in ["v6a.", "SIX.", "six.ds."] {
+            assert_eq!(
+                answer(&ask(name, RecordType::AAAA, v6a, gw)),
+                (ResponseCode::NoError, vec!["fd00:5::2".into()]),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            answer(&ask("mixed.", RecordType::AAAA, v6a, gw)),
+            (ResponseCode::NoError, vec!["fd00:5::4".into()])
+        );
+        // A still answers IPv4 only; ANY both.
+        assert_eq!(
+            answer(&ask("mixed.", RecordType::A, v6a, gw)),
+            (ResponseCode::NoError, vec!["10.5.0.4".into()])
+        );
+        assert_eq!(
+            answer(&ask("mixed.", RecordType::ANY, v6a, gw)),
+            (
+                ResponseCode::NoError,
+                vec!["10.5.0.4".into(), "fd00:5::4".into()]
+            )
+        );
+        // PTR of a container's IPv6 address, upper-case nibbles too.
+        assert_eq!(
+            answer(&ask(&arpa6("fd00:5::4"), RecordType::PTR, v6a, gw)),
+            (ResponseCode::NoError, vec!["mixed.".into()])
+        );
+        assert_eq!(
+            answer(&ask(
+                &arpa6("fd00:5::2").to_ascii_uppercase(),
+                RecordType::PTR,
+                v6a,
+                gw
+            )),
+            (ResponseCode::NoError, vec!["v6a.".into()])
+        );
+        // Not a container's (or not visible): forwarded like any other reverse name.
+        assert!(matches!(
+            ask(&arpa6("fd00:5::99"), RecordType::PTR, v6a, gw),
+            Outcome::Forward { .. }
+        ));
+        assert!(matches!(
+            ask(&arpa6("fd00:6::2"), RecordType::PTR, v6a, gw),
+            Outcome::Forward { .. }
+        ));
+        // A name on a v4-only network: NODATA, never NXDOMAIN nor forwarded, also for a
+        // container whose IPv6 address lives on a network the asker does not share.
+        let (web, gw_a) = ("10.1.0.2", "10.1.0.1");
+        for name in ["web.", "www.a.", "mixed.", "both."] {
+            assert_eq!(
+                answer(&ask(name, RecordType::AAAA, web, gw_a)),
+                (ResponseCode::NoError, vec![]),
+                "{name}"
+            );
+        }
+        assert!(matches!(
+            ask(&arpa6("fd00:5::4"), RecordType::PTR, web, gw_a),
+            Outcome::Forward { .. }
+        ));
+        assert!(matches!(
+            ask("v6a.", RecordType::AAAA, web, gw_a),
+            Outcome::Forward { .. }
+        ));
+        // Internal dual-stack: own AAAA and PTR; anything else NXDOMAIN, not forwarded.
+        let (hush, gw_i) = ("10.6.0.2", "10.6.0.1");
+        assert_eq!(
+            answer(&ask("hush.", RecordType::AAAA, hush, gw_i)),
+            (ResponseCode::NoError, vec!["fd00:6::2".into()])
+        );
+        assert_eq!(
+            answer(&ask(&arpa6("fd00:6::2"), RecordType::PTR, hush, gw_i)),
+            (ResponseCode::NoError, vec!["hush.".into()])
+        );
+        assert_eq!(
+            answer(&ask("v6a.", RecordType::AAAA, hush, gw_i)).0,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            answer(&ask("example.org.", RecordType::AAAA, hush, gw_i)).0,
+            ResponseCode::NXDomain
+        );
+    }
+
+    #[test]
+    fn ip6_arpa_names_parse_strictly() {
+        let full = arpa6("fd00:5::4");
+        let full = full.trim_end_matches('.');
+        assert_eq!(parse_reverse6(full), Some("fd00:5::4".parse().unwrap()));
+        assert_eq!(
+            parse_reverse_any(full),
+            Some(IpAddr::V6("fd00:5::4".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_reverse_any("4.3.2.1.in-addr.arpa"),
+            Some(IpAddr::V4(ip("1.2.3.4")))
+        );
+        // Too few or too many nibbles, a two-character label, a non-hex one, empty labels.
+        assert!(parse_reverse6(&full[2..]).is_none());
+        assert!(parse_reverse6(&format!("0.{full}")).is_none());
+        assert!(parse_reverse6(&full.replacen("4.0", "40", 1)).is_none());
+        assert!(parse_reverse6(&full.replacen('4', "g", 1)).is_none());
+        assert!(parse_reverse6(&full.replacen("4.", ".", 1)).is_none());
+        assert!(parse_reverse6("ip6.arpa").is_none());
+        assert!(parse_reverse_any("x.ip6.arpa").is_none());
     }
 
     #[test]

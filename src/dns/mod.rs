@@ -36,8 +36,9 @@
 //!     CAP_SYS_ADMIN for setns into the namespace and back, CAP_NET_BIND_SERVICE to bind port
 //!     53 there. Everything else goes, the bounding set included, with no_new_privs; a gateway
 //!     listener, reading the run dir and forwarding need none.
-//! - What it answers: see `records` (names, aliases, NAME.NETWORK, PTR, only across shared
-//!   networks) and `answer`; everything else is forwarded (`upstream`), except from `--internal`
+//! - What it answers: see `records` (names, aliases, NAME.NETWORK: A, AAAA on dual-stack
+//!   networks, NODATA for AAAA of a name without IPv6; PTR in `in-addr.arpa` and `ip6.arpa`;
+//!   only across shared networks) and `answer`; everything else is forwarded (`upstream`), except from `--internal`
 //!   networks.
 //! - Where names come from: the run dir's endpoint records (`run/endpoints/*.json`), re-read on
 //!   SIGHUP (sent by attach and detach once their record is written or removed), and on any

@@ -8,13 +8,18 @@
 //! whose subnets never overlap), the network by the gateway the query arrived on. A query on an
 //! in-container listener (127.0.0.11:53 inside one endpoint's namespace, see the module doc of
 //! `dns`) needs neither: the socket itself names the endpoint ([`Records::endpoint_asker`]).
+//!
+//! On a dual-stack network a container also has an IPv6 address, kept beside the IPv4 one of
+//! the same attachment and seen under the same rules: AAAA ([`Records::lookup6`]) and `ip6.arpa`
+//! PTR ([`Records::reverse6`]). Every attachment has IPv4, so a name exists exactly when it has
+//! A records; one without IPv6 answers AAAA with no records (NODATA), never NXDOMAIN.
 
 use crate::config::Network;
 use crate::state::endpoint::{Endpoint, EpState, NetnsId};
 use crate::state::Dirs;
 use ipnet::Ipv4Net;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -55,6 +60,8 @@ struct Ctr {
     hostname: String,
     /// (net index, address) on every DNS-enabled network of the container.
     addrs: Vec<(usize, Ipv4Addr)>,
+    /// (net index, IPv6 address) on those of them that are dual-stack.
+    addrs6: Vec<(usize, Ipv6Addr)>,
     /// Host-side veths of those attachments: they vanish with the container's namespace.
     host_ifs: Vec<String>,
     key: EndpointKey,
@@ -69,13 +76,19 @@ pub struct Records {
     nets: Vec<Net>,
     by_gateway: HashMap<Ipv4Addr, usize>,
     ctrs: Vec<Ctr>,
-    /// Lower-case name (hostname or alias) -> (container, net, address), in record order.
-    names: HashMap<String, Vec<(usize, usize, Ipv4Addr)>>,
+    /// Lower-case name (hostname or alias) -> (container, net, address, IPv6 address on a
+    /// dual-stack network), in record order.
+    names: HashMap<String, Vec<NameEntry>>,
     /// Address -> container.
     by_addr: HashMap<Ipv4Addr, usize>,
+    /// IPv6 address -> container.
+    by_addr6: HashMap<Ipv6Addr, usize>,
     /// Endpoint -> container.
     by_key: HashMap<EndpointKey, usize>,
 }
+
+/// One attachment under one name: (container, net, address, IPv6 address).
+type NameEntry = (usize, usize, Ipv4Addr, Option<Ipv6Addr>);
 
 /// Who asks, as far as DNS cares.
 #[derive(Debug, Clone)]
@@ -94,6 +107,7 @@ impl Records {
         let by_name: HashMap<&str, &Network> = nets.iter().map(|n| (n.name.as_str(), n)).collect();
         for ep in eps.iter().filter(|e| e.state == EpState::Ready) {
             let mut addrs = Vec::new();
+            let mut addrs6 = Vec::new();
             let mut host_ifs = Vec::new();
             for a in &ep.attachments {
                 let Some(net) = by_name.get(a.network.as_str()).filter(|n| n.dns) else {
@@ -116,6 +130,9 @@ impl Records {
                     }
                 };
                 addrs.push((idx, a.ipv4));
+                if let Some(v6) = a.ipv6 {
+                    addrs6.push((idx, v6));
+                }
                 // Only a bridge attachment has a host-side link whose absence tells the
                 // container is gone (a macvlan child lives in the container's namespace).
                 if a.driver == crate::config::DriverKind::Bridge {
@@ -136,11 +153,15 @@ impl Records {
             for n in names {
                 let e = r.names.entry(n).or_default();
                 for &(net, ip) in &addrs {
-                    e.push((c, net, ip));
+                    let v6 = addrs6.iter().find(|(n, _)| *n == net).map(|&(_, a)| a);
+                    e.push((c, net, ip, v6));
                 }
             }
             for &(_, ip) in &addrs {
                 r.by_addr.insert(ip, c);
+            }
+            for &(_, ip) in &addrs6 {
+                r.by_addr6.insert(ip, c);
             }
             let key = EndpointKey {
                 id: ep.id.to_string(),
@@ -151,6 +172,7 @@ impl Records {
                 hostname: ep.hostname.clone(),
                 in_container: addrs.iter().any(|&(n, _)| r.nets[n].in_container),
                 addrs,
+                addrs6,
                 host_ifs,
                 key,
                 netns: PathBuf::from(&ep.netns),
@@ -247,16 +269,19 @@ impl Records {
         Some(Asker { arrival, visible })
     }
 
-    /// Addresses of `name` (lower case, no trailing dot) for `asker`, or None when the name is
-    /// not ours. The arrival network's addresses come first.
-    pub fn lookup(&self, asker: &Asker, name: &str) -> Option<Vec<Ipv4Addr>> {
-        let mut out = Vec::new();
+    /// The attachments `name` (lower case, no trailing dot) stands for that `asker` may see,
+    /// the arrival network's first; empty when the name is not ours.
+    fn entries(&self, asker: &Asker, name: &str) -> Vec<NameEntry> {
+        fn add(out: &mut Vec<NameEntry>, e: &NameEntry) {
+            if !out.iter().any(|o| o.2 == e.2) {
+                out.push(*e);
+            }
+        }
+        let mut out: Vec<NameEntry> = Vec::new();
         if let Some(entries) = self.names.get(name) {
             for &net in &asker.visible {
-                for &(_, n, ip) in entries {
-                    if n == net && !out.contains(&ip) {
-                        out.push(ip);
-                    }
+                for e in entries.iter().filter(|e| e.1 == net) {
+                    add(&mut out, e);
                 }
             }
         }
@@ -271,14 +296,37 @@ impl Records {
                 else {
                     continue;
                 };
-                for &(_, n, ip) in self.names.get(prefix).into_iter().flatten() {
-                    if n == net && !out.contains(&ip) {
-                        out.push(ip);
+                for e in self.names.get(prefix).into_iter().flatten() {
+                    if e.1 == net {
+                        add(&mut out, e);
                     }
                 }
             }
         }
+        out
+    }
+
+    /// Addresses of `name` (lower case, no trailing dot) for `asker`, or None when the name is
+    /// not ours. The arrival network's addresses come first.
+    pub fn lookup(&self, asker: &Asker, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let out: Vec<Ipv4Addr> = self.entries(asker, name).iter().map(|e| e.2).collect();
         (!out.is_empty()).then_some(out)
+    }
+
+    /// IPv6 addresses of `name` for `asker`, in the order of [`Records::lookup`]: None when the
+    /// name is not ours, empty when it is but has no IPv6 address the asker may see (NODATA).
+    pub fn lookup6(&self, asker: &Asker, name: &str) -> Option<Vec<Ipv6Addr>> {
+        let entries = self.entries(asker, name);
+        if entries.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for ip in entries.iter().filter_map(|e| e.3) {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+        Some(out)
     }
 
     /// The hostname of the container holding `ip`, when `asker` may see it there.
@@ -286,6 +334,16 @@ impl Records {
         let c = *self.by_addr.get(&ip)?;
         let ctr = &self.ctrs[c];
         ctr.addrs
+            .iter()
+            .any(|(net, a)| *a == ip && asker.visible.contains(net))
+            .then_some(ctr.hostname.as_str())
+    }
+
+    /// The hostname of the container holding IPv6 address `ip`, when `asker` may see it there.
+    pub fn reverse6(&self, asker: &Asker, ip: Ipv6Addr) -> Option<&str> {
+        let c = *self.by_addr6.get(&ip)?;
+        let ctr = &self.ctrs[c];
+        ctr.addrs6
             .iter()
             .any(|(net, a)| *a == ip && asker.visible.contains(net))
             .then_some(ctr.hostname.as_str())
@@ -449,6 +507,26 @@ pub(crate) mod tests {
         .unwrap()
     }
 
+    /// A dual-stack network.
+    pub fn net6(name: &str, subnet: &str, subnet6: &str, internal: bool) -> Network {
+        NetworkSpec {
+            name: name.into(),
+            subnets: vec![subnet.into(), subnet6.into()],
+            internal,
+            ..Default::default()
+        }
+        .build(None)
+        .unwrap()
+    }
+
+    /// Give attachment `i` of `e` IPv6 address `v6`.
+    pub fn with6(mut e: Endpoint, i: usize, v6: &str) -> Endpoint {
+        let a = &mut e.attachments[i];
+        a.ipv6 = Some(v6.parse().unwrap());
+        a.prefix_len6 = Some(64);
+        e
+    }
+
     pub fn ep(id: &str, aliases: &[&str], on: &[(&str, &str)]) -> Endpoint {
         Endpoint {
             id: ContainerId::new(id).unwrap(),
@@ -491,6 +569,8 @@ pub(crate) mod tests {
             net("b", "10.2.0.0/24", false, true),
             net("int", "10.3.0.0/24", true, true),
             net("off", "10.4.0.0/24", false, false),
+            net6("ds", "10.5.0.0/24", "fd00:5::/64", false),
+            net6("i6", "10.6.0.0/24", "fd00:6::/64", true),
         ];
         let mut creating = ep("half", &[], &[("a", "10.1.0.9")]);
         creating.state = EpState::Creating;
@@ -500,6 +580,14 @@ pub(crate) mod tests {
             ep("both", &[], &[("a", "10.1.0.3"), ("b", "10.2.0.3")]),
             ep("secret", &[], &[("int", "10.3.0.2")]),
             ep("nodns", &[], &[("off", "10.4.0.2")]),
+            with6(ep("v6a", &["Six"], &[("ds", "10.5.0.2")]), 0, "fd00:5::2"),
+            // On a v4-only network and a dual-stack one.
+            with6(
+                ep("mixed", &[], &[("a", "10.1.0.4"), ("ds", "10.5.0.4")]),
+                1,
+                "fd00:5::4",
+            ),
+            with6(ep("hush", &[], &[("i6", "10.6.0.2")]), 0, "fd00:6::2"),
             creating,
         ];
         Records::build(&eps, &nets)
@@ -564,7 +652,7 @@ pub(crate) mod tests {
         let web = r.asker(ip("10.1.0.1"), ip("10.1.0.2")).unwrap();
         assert_eq!(r.forwarding(&web), Some(vec![]));
         assert!(r.has_endpoints());
-        assert_eq!(r.gateways().len(), 3);
+        assert_eq!(r.gateways().len(), 5);
     }
 
     #[test]
@@ -621,6 +709,55 @@ pub(crate) mod tests {
             netns_id: Some(NetnsId { dev: 4, ino: 10 }),
         };
         assert!(r.endpoint_asker(&other).is_none());
+    }
+
+    fn ip6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn aaaa_and_ip6_reverse_on_dual_stack_networks() {
+        let r = sample();
+        let v6a = r.asker(ip("10.5.0.1"), ip("10.5.0.2")).unwrap();
+        assert_eq!(r.lookup6(&v6a, "v6a"), Some(vec![ip6("fd00:5::2")]));
+        assert_eq!(r.lookup6(&v6a, "six"), Some(vec![ip6("fd00:5::2")]));
+        assert_eq!(r.lookup6(&v6a, "six.ds"), Some(vec![ip6("fd00:5::2")]));
+        assert_eq!(r.lookup(&v6a, "six.ds"), Some(vec![ip("10.5.0.2")]));
+        assert_eq!(r.lookup6(&v6a, "mixed"), Some(vec![ip6("fd00:5::4")]));
+        assert_eq!(r.lookup6(&v6a, "mixed.ds"), Some(vec![ip6("fd00:5::4")]));
+        // Not ours, or not visible from ds: None (forwarded), like A.
+        assert_eq!(r.lookup6(&v6a, "web"), None);
+        assert_eq!(r.lookup6(&v6a, "mixed.a"), None);
+        assert_eq!(r.lookup6(&v6a, "hush"), None);
+        assert_eq!(r.lookup6(&v6a, "nowhere"), None);
+        assert_eq!(r.reverse6(&v6a, ip6("fd00:5::4")), Some("mixed"));
+        assert_eq!(r.reverse6(&v6a, ip6("fd00:5::2")), Some("v6a"));
+        assert_eq!(r.reverse6(&v6a, ip6("fd00:6::2")), None);
+        assert_eq!(r.reverse6(&v6a, ip6("fd00:5::99")), None);
+
+        // From the v4-only network a: mixed exists there without IPv6 (NODATA), and its IPv6
+        // address on ds is not a's to see.
+        let web = r.asker(ip("10.1.0.1"), ip("10.1.0.2")).unwrap();
+        assert_eq!(r.lookup6(&web, "mixed"), Some(vec![]));
+        assert_eq!(r.lookup6(&web, "web"), Some(vec![]));
+        assert_eq!(r.lookup6(&web, "www.a"), Some(vec![]));
+        assert_eq!(r.lookup6(&web, "mixed.ds"), None);
+        assert_eq!(r.lookup6(&web, "v6a"), None);
+        assert_eq!(r.reverse6(&web, ip6("fd00:5::4")), None);
+        assert_eq!(r.lookup(&web, "mixed"), Some(vec![ip("10.1.0.4")]));
+
+        // mixed itself sees both networks: its IPv6 address from either gateway.
+        let mixed = r.asker(ip("10.1.0.1"), ip("10.1.0.4")).unwrap();
+        assert_eq!(r.lookup6(&mixed, "mixed"), Some(vec![ip6("fd00:5::4")]));
+        assert_eq!(r.lookup6(&mixed, "six"), Some(vec![ip6("fd00:5::2")]));
+        assert_eq!(r.reverse6(&mixed, ip6("fd00:5::2")), Some("v6a"));
+
+        // Internal dual-stack: its own names in both families, no forwarding.
+        let hush = r.asker(ip("10.6.0.1"), ip("10.6.0.2")).unwrap();
+        assert_eq!(r.lookup6(&hush, "hush"), Some(vec![ip6("fd00:6::2")]));
+        assert_eq!(r.reverse6(&hush, ip6("fd00:6::2")), Some("hush"));
+        assert_eq!(r.lookup6(&hush, "v6a"), None);
+        assert_eq!(r.forwarding(&hush), None);
     }
 
     #[test]
