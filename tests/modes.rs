@@ -913,3 +913,87 @@ fn tuning_sysctls_offloads_and_bandwidth() {
     sb.runc_stop(&c.id).ok();
     sb.assert_no_endpoints();
 }
+
+#[test]
+fn macvlan_private_mode_keeps_siblings_apart() {
+    if !can_run("macvlan_private", RUNC_TOOLS) {
+        return;
+    }
+    let sb = Sandbox::new("mvp");
+    let peer = lan(&sb);
+    sb.nethook(&[
+        "network",
+        "create",
+        "priv",
+        "--driver",
+        "macvlan",
+        "--parent",
+        "lan0",
+        "--mode",
+        "private",
+        "--subnet",
+        "192.168.77.0/24",
+        "--gateway",
+        "192.168.77.2",
+    ])
+    .ok();
+    let mut b1 = sb.bundle("mvp1", "sleep 60");
+    b1.annotate("nethook.network", "priv");
+    let c1 = sb.runc_start(&b1);
+    let mut b2 = sb.bundle("mvp2", "sleep 60");
+    b2.annotate("nethook.network", "priv");
+    let c2 = sb.runc_start(&b2);
+    let eth0 = Sandbox::links_in(&c1.netns())
+        .into_iter()
+        .find(|l| l["ifname"] == "eth0")
+        .unwrap();
+    assert_eq!(eth0["linkinfo"]["info_data"]["mode"], "private");
+    let ip1 = sb.ip_of(&c1.id);
+    sb.serve_in(&c1.netns(), 8080, "p");
+    // The segment reaches it; its sibling on the same parent does not.
+    assert_eq!(
+        Sandbox::tcp_get_from(&peer, ip1, 8080).as_deref(),
+        Some("p\n")
+    );
+    assert!(
+        Sandbox::tcp_dead_from(&c2.netns(), ip1, 8080),
+        "private siblings talked"
+    );
+    sb.runc_stop(&c1.id).ok();
+    sb.runc_stop(&c2.id).ok();
+}
+
+#[test]
+fn default_mtu_follows_the_default_route_interface() {
+    if !can_run("default_mtu", &[]) {
+        return;
+    }
+    let sb = Sandbox::new("dmtu");
+    let _peer = sb.add_peer();
+    // The sandbox's default route leaves by nhtpeer0; give it a tunnel-like MTU.
+    sb.sh(&["ip", "link", "set", "nhtpeer0", "mtu", "1420"])
+        .ok();
+    sb.nethook(&["network", "create", "auto", "--subnet", "10.90.95.0/24"])
+        .ok();
+    let r = sb
+        .nethook(&["--format", "json", "network", "inspect", "auto"])
+        .ok();
+    let v: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v[0]["mtu"], 1420, "{}", r.stdout);
+    // An explicit one wins.
+    sb.nethook(&[
+        "network",
+        "create",
+        "given",
+        "--subnet",
+        "10.90.96.0/24",
+        "--mtu",
+        "1300",
+    ])
+    .ok();
+    let r = sb
+        .nethook(&["--format", "json", "network", "inspect", "given"])
+        .ok();
+    let v: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v[0]["mtu"], 1300);
+}
