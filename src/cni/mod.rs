@@ -65,6 +65,17 @@ pub fn requested() -> bool {
 /// Run one CNI command: result or error JSON on stdout; returns the exit code.
 pub fn main() -> i32 {
     let env = Env::from_process();
+    // Whatever nethook execs from here (the DNS daemon, `nethook dns serve`) must run as the
+    // command line, not as another CNI invocation. Single-threaded still: removing is sound.
+    for k in [
+        "CNI_COMMAND",
+        "CNI_CONTAINERID",
+        "CNI_NETNS",
+        "CNI_IFNAME",
+        "CNI_ARGS",
+    ] {
+        std::env::remove_var(k);
+    }
     let mut input = Vec::new();
     let read = std::io::stdin()
         .lock()
