@@ -593,3 +593,64 @@ pub fn status(dirs: &Dirs, conf: &NetConf) -> CniResult<()> {
         .map_err(|e| unavailable("nftables is not usable".into(), e.to_string()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(json: &str) -> NetConf {
+        NetConf::parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn wants_from_capabilities_and_cni_args() {
+        let net = NetworkName::new("web").unwrap();
+        let c = conf(
+            r#"{"cniVersion":"1.1.0","name":"webnet","network":"web","runtimeConfig":{
+            "portMappings":[{"hostPort":8080,"containerPort":80}],
+            "ips":["10.1.0.9/24"],"aliases":{"webnet":["api","db"]}}}"#,
+        );
+        let env = Env {
+            args: Some("IgnoreUnknown=1;IP=10.1.0.5;MAC=02:11:22:33:44:55".into()),
+            ..Default::default()
+        };
+        let w = wants(&env, &c, &net).unwrap();
+        // runtimeConfig wins over CNI_ARGS; CNI_ARGS fills in the rest.
+        assert_eq!(w.ips[&net], Ipv4Addr::new(10, 1, 0, 9));
+        assert_eq!(w.mac.unwrap().to_string(), "02:11:22:33:44:55");
+        assert_eq!(w.aliases, vec!["api", "db"]);
+        assert_eq!(w.publish, vec!["8080:80/tcp"]);
+        assert_eq!(w.networks, vec![net.clone()]);
+        let v6 = conf(r#"{"runtimeConfig":{"ips":["fd00::5/64"]}}"#);
+        assert_eq!(
+            wants(&Env::default(), &v6, &net).unwrap_err().code,
+            code::UNSUPPORTED_FIELD
+        );
+    }
+
+    #[test]
+    fn network_names_and_hostnames() {
+        assert_eq!(
+            network_name(&conf(r#"{"network":"web"}"#))
+                .unwrap()
+                .as_str(),
+            "web"
+        );
+        assert_eq!(
+            network_name(&conf(r#"{"name":"Side","subnet":"10.9.0.0/24"}"#))
+                .unwrap()
+                .as_str(),
+            "side"
+        );
+        assert_eq!(network_name(&conf("{}")).unwrap().as_str(), DEFAULT_NETWORK);
+        let id = ContainerId::new(&"a".repeat(64)).unwrap();
+        let env = Env {
+            args: Some("K8S_POD_NAME=web-0".into()),
+            ..Default::default()
+        };
+        assert_eq!(hostname(&env, &id), "web-0");
+        assert_eq!(hostname(&Env::default(), &id), "a".repeat(63));
+        let plus = ContainerId::new("x+y").unwrap();
+        assert_eq!(hostname(&Env::default(), &plus), "xy");
+    }
+}
