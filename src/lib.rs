@@ -6,6 +6,8 @@
 //! `netlink::nft`, `rootfs` writes the container's /etc files. `ops::detach` undoes it by id.
 
 pub mod cli;
+// nethook as a CNI plugin, when CNI_COMMAND is set (issue 10).
+pub mod cni;
 pub mod config;
 // Container DNS: the daemon, its records, upstream forwarding (issue 5).
 pub mod dns;

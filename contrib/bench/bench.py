@@ -82,7 +82,7 @@ class Cfg:
     cases = set(
         os.environ.get("BENCH_CASES", "floor,base,scale,ports,conc,iperf,dns").split(",")
     )
-    tools = os.environ.get("BENCH_TOOLS", "nethook,netavark,cni,raw").split(",")
+    tools = os.environ.get("BENCH_TOOLS", "nethook,nethookcni,netavark,cni,raw").split(",")
     seed = env_int("BENCH_SEED", 1)
 
     @classmethod
@@ -732,6 +732,9 @@ class CNI(Tool):
         with open(os.path.join(self.dir, "bench.conflist"), "w") as f:
             json.dump(self.conflist, f, indent=1)
 
+    def _prog(self, p):
+        return os.path.join(CNI_PATH, p["type"])
+
     def _plugin_conf(self, p, c, prev):
         conf = dict(p)
         conf["cniVersion"] = self.conflist["cniVersion"]
@@ -764,7 +767,7 @@ class CNI(Tool):
         first = time.perf_counter()
         for p in self.conflist["plugins"]:
             t0 = time.perf_counter()
-            r = spawn([os.path.join(CNI_PATH, p["type"])], self._plugin_conf(p, c, prev), env=env)
+            r = spawn([self._prog(p)], self._plugin_conf(p, c, prev), env=env)
             if not r.ok:
                 total += time.perf_counter() - t0
                 msg = r.out.decode(errors="replace").strip() or r.errline()
@@ -784,7 +787,7 @@ class CNI(Tool):
         first = time.perf_counter()
         for p in reversed(self.conflist["plugins"]):
             t0 = time.perf_counter()
-            r = spawn([os.path.join(CNI_PATH, p["type"])], self._plugin_conf(p, c, prev), env=env)
+            r = spawn([self._prog(p)], self._plugin_conf(p, c, prev), env=env)
             total += time.perf_counter() - t0
             if not r.ok and not err:
                 err = f"{p['type']}: {(r.out.decode(errors='replace').strip() or r.errline())[:300]}"
@@ -799,6 +802,46 @@ class CNI(Tool):
     def version(self):
         r = spawn(["/usr/bin/dpkg-query", "-W", "-f", "${Version}", "containernetworking-plugins"])
         return "containernetworking-plugins " + r.out.decode().strip()
+
+
+class NethookCNI(CNI):
+    """nethook's own CNI mode (issue 10), driven exactly like the reference bridge+portmap
+    conflist above: same runtime-side loop, same DEL order (netns still there), one plugin."""
+
+    key = "nethookcni"
+    label = "nethook as CNI plugin"
+    network = "bench"
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = os.path.join(self.dir, "config")
+        self.run = os.path.join(self.dir, "run")
+        self.conflist = {
+            "cniVersion": "1.1.0",
+            "name": "bench",
+            "plugins": [
+                {
+                    "type": "nethook",
+                    "network": self.network,
+                    "configDir": self.cfg,
+                    "runDir": self.run,
+                    "capabilities": {"portMappings": True},
+                }
+            ],
+        }
+
+    def prepare(self):
+        must(
+            spawn([NETHOOK, "--config-dir", self.cfg, "--run-dir", self.run, "network", "create",
+                   self.network, "--subnet", SUBNET, "--no-dns"]),
+            "nethook network create (CNI)",
+        )
+
+    def _prog(self, p):
+        return NETHOOK
+
+    def version(self):
+        return spawn([NETHOOK, "version"]).out.decode().strip() + " (CNI mode)"
 
 
 # ---- raw kernel floor: ip -batch, the peer created directly in the netns, no firewall
@@ -859,6 +902,8 @@ def make_tools(names):
             out.append(Netavark())
         elif n == "cni":
             out.append(CNI())
+        elif n == "nethookcni":
+            out.append(NethookCNI())
         elif n == "raw":
             out.append(Raw())
         elif n:
@@ -1568,7 +1613,7 @@ def ratio(a, b):
     return f"{a / b:.1f}x"
 
 
-TOOL_ORDER = ["nethook", "nethookrace", "netavark", "cni", "raw"]
+TOOL_ORDER = ["nethook", "nethookrace", "nethookcni", "netavark", "cni", "raw"]
 
 
 def ordered(d):
@@ -1839,7 +1884,8 @@ def write_plots(res, outdir):
                         v = lv and lv.get(ph) and lv[ph]["median"]
                         row.append(f"{v}" if v else "NaN")
                 f.write(" ".join(row) + "\n")
-        colors = {"nethook": "#d62728", "netavark": "#1f77b4", "cni": "#2ca02c", "raw": "#7f7f7f"}
+        colors = {"nethook": "#d62728", "nethookcni": "#ff7f0e", "netavark": "#1f77b4", "cni": "#2ca02c",
+                  "raw": "#7f7f7f"}
         na_notes = [f"{e['label']}: {e.get('status')} ({short_reason(e.get('reason', ''))})"
                     for _, e in tools if e.get("status") != "ok"]
         plots_s, plots_t = [], []

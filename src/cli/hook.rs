@@ -45,7 +45,11 @@ pub fn run(dirs: &Dirs, cmd: &HookCmd) -> anyhow::Result<()> {
     let id = state.id.clone();
     let r = match cmd.stage {
         Stage::CreateRuntime => create(dirs, cmd, state),
-        Stage::Poststop => detach(dirs, &state.id, None, LinkCleanup::Background),
+        // An endpoint the CNI plugin made is CNI's to remove (its DEL), never the hook's.
+        Stage::Poststop => match crate::state::endpoint::load(dirs, &state.id) {
+            Ok(Some(ep)) if ep.source == "cni" => Ok(()),
+            _ => detach(dirs, &state.id, None, LinkCleanup::Background),
+        },
     };
     // Every log line names the container.
     r.map_err(|e| anyhow::anyhow!("container {id}: {e}"))

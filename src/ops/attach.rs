@@ -64,6 +64,13 @@ pub fn attach(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
 fn clear_stale(dirs: &Dirs, id: &ContainerId) -> Result<()> {
     if let Some(old) = endpoint::load(dirs, id)? {
         let half_made = old.state != EpState::Ready && !super::pid_alive(old.pid);
+        if !half_made && old.source == "cni" && old.state == EpState::Ready {
+            return Err(Error::invalid(
+                format!("container {id}"),
+                "is already networked by nethook's CNI plugin (its conflist)",
+                "a container is networked by the nethook hook or by CNI, not both: remove one",
+            ));
+        }
         if !half_made {
             return Err(Error::invalid(
                 format!("container {id}"),
@@ -629,6 +636,18 @@ pub fn connect(
     name: &NetworkName,
     wants: &Wants,
 ) -> Result<Endpoint> {
+    connect_as(dirs, id, name, wants, None)
+}
+
+/// [`connect`] with the interface name inside the container given (CNI's `CNI_IFNAME`);
+/// `None` takes the first free `ethN`.
+pub fn connect_as(
+    dirs: &Dirs,
+    id: &ContainerId,
+    name: &NetworkName,
+    wants: &Wants,
+    ifname: Option<IfName>,
+) -> Result<Endpoint> {
     let _ctr = Lock::acquire(&dirs.container_lock(id))?;
     let ep = endpoint::load(dirs, id)?.ok_or_else(|| {
         Error::invalid(
@@ -678,10 +697,20 @@ pub fn connect(
         .iter()
         .map(|a| a.interface.as_str())
         .collect();
-    let interface = (0..)
-        .map(|i| format!("eth{i}"))
-        .find(|n| !used.contains(&n.as_str()))
-        .expect("a free ethN");
+    if let Some(i) = ifname.as_ref().filter(|i| used.contains(&i.as_str())) {
+        return Err(Error::invalid(
+            format!("container {id}"),
+            format!("already has an interface {i}"),
+            "give another interface name",
+        ));
+    }
+    let interface = match ifname {
+        Some(i) => i.to_string(),
+        None => (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !used.contains(&n.as_str()))
+            .expect("a free ethN"),
+    };
     let mut undo = Vec::new();
     let r = (|| {
         let att = plan_attachment(
