@@ -350,6 +350,20 @@ fn setuid_user_attaches_only_their_own_netns_within_the_acl() {
         &["attach", "/proc/1/ns/net", "--network", "web", "--id", &id3],
         &["/proc/1/ns/net"],
     );
+    // An fd of root's namespace that alice opened herself (nsfs files are world-readable) and
+    // handed down: opening it works, the owner check refuses it.
+    let fd_trick = run(
+        alice.cmd_in(&sb.path(), "sh").args([
+            "-c".to_string(),
+            format!(
+                "exec 7</run/netns/{root_ns}; exec {} attach /proc/self/fd/7 --network web --id {id3}",
+                bin.path
+            ),
+        ]),
+        None,
+    );
+    fd_trick.refused(&["/proc/self/fd/7", "belongs to root"]);
+    assert_eq!(snapshot(&sb), before);
     for own in ["/proc/self/ns/net", "/proc/thread-self/ns/net"] {
         refused(
             &["attach", own, "--network", "web", "--id", &id3],

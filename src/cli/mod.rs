@@ -309,10 +309,17 @@ the config dir, as \fB\-\-config\-dir\fR
 .TP
 \fBNETHOOK_RUN_DIR\fR
 the run dir, as \fB\-\-run\-dir\fR
+.PP
+Installed setuid root and run by another user, nethook empties its environment and ignores
+both, and \fB\-\-config\-dir\fR/\fB\-\-run\-dir\fR too: the compiled\-in directories are used,
+\fIusers.conf\fR there says who may attach how many interfaces to which network.
 .SH FILES
 .TP
 \fI/etc/nethook/networks/NAME.json\fR
 network definitions
+.TP
+\fI/etc/nethook/users.conf\fR
+setuid use: one rule a line, \fIUSER NETWORK MAX\fR or \fI@GROUP NETWORK MAX\fR
 .TP
 \fI/run/nethook/\fR
 endpoints, address leases and locks (tmpfs: gone at reboot, with the containers)
