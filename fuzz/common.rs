@@ -55,6 +55,7 @@ fn ep(id: &str, aliases: &[&str], on: &[(&str, &str, Option<&str>)]) -> Endpoint
             })
             .collect(),
         netmode: None,
+        owner: None,
         ports: vec![],
         created: 0,
     }

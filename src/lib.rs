@@ -20,6 +20,8 @@ pub mod netlink;
 pub mod netns;
 pub mod oci;
 pub mod ops;
+// Setuid mode: caller checks, the users.conf ACL, the capability drop (issue 7).
+pub mod privilege;
 pub mod publish;
 pub mod rootfs;
 pub mod state;

@@ -64,6 +64,17 @@ impl Netns {
         })
     }
 
+    /// Another handle on the same namespace (the same kernel object, never a re-open by path).
+    pub fn try_clone(&self) -> Result<Netns> {
+        Ok(Netns {
+            fd: self
+                .fd
+                .try_clone()
+                .map_err(|e| Error::io("duplicating a netns fd", e, "check fd limits"))?,
+            path: self.path.clone(),
+        })
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

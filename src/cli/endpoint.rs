@@ -9,7 +9,8 @@ use crate::netns;
 use crate::oci::{self, HookArgs};
 use crate::ops::attach::{attach as do_attach, AttachRequest};
 use crate::ops::detach::{detach as do_detach, LinkCleanup};
-use crate::state::{endpoint, Dirs};
+use crate::privilege::{self, Caller};
+use crate::state::{endpoint, Dirs, Lock};
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -76,11 +77,57 @@ fn id_from_netns(arg: &str) -> Result<ContainerId, Error> {
     })
 }
 
+/// Setuid mode: what a user may not ask for (see `privilege`), and their id rule.
+fn user_checks(caller: &Caller, c: &AttachCmd) -> Result<ContainerId, Error> {
+    let refuse = |flag: &str, why: &str| {
+        Error::invalid(
+            flag.to_string(),
+            format!("is not allowed in setuid mode ({why})"),
+            format!("leave out {flag}, or ask root to attach"),
+        )
+    };
+    if !c.publish.is_empty() {
+        return Err(refuse("--publish", "host ports are the admin's"));
+    }
+    if c.mac.is_some() {
+        return Err(refuse("--mac", "a MAC could impersonate another container"));
+    }
+    if !c.alias.is_empty() {
+        return Err(refuse(
+            "--alias",
+            "names could take other containers' DNS names",
+        ));
+    }
+    let prefix = format!("{}-", caller.name);
+    match &c.id {
+        Some(i) if i.starts_with(&prefix) => ContainerId::new(i),
+        Some(i) => Err(Error::invalid(
+            format!("--id {i}"),
+            format!("does not start with {prefix:?}: a user's endpoint ids carry their name"),
+            format!("use --id {prefix}{i}"),
+        )),
+        None => {
+            let base = id_from_netns(&c.netns)?;
+            ContainerId::new(&format!("{prefix}{base}"))
+        }
+    }
+}
+
 pub fn attach(dirs: &Dirs, format: Format, c: &AttachCmd) -> anyhow::Result<()> {
-    let path = netns::resolve_arg(&c.netns)?;
-    let id = match &c.id {
-        Some(i) => ContainerId::new(i)?,
-        None => id_from_netns(&c.netns)?,
+    let caller = privilege::caller();
+    let (path, pinned, id) = match caller {
+        Some(u) => {
+            let id = user_checks(u, c)?;
+            let (path, ns) = privilege::open_user_netns(u, &c.netns)?;
+            (path, Some(std::sync::Arc::new(ns)), id)
+        }
+        None => {
+            let id = match &c.id {
+                Some(i) => ContainerId::new(i)?,
+                None => id_from_netns(&c.netns)?,
+            };
+            (netns::resolve_arg(&c.netns)?, None, id)
+        }
     };
     let args = HookArgs {
         networks: c.network.clone(),
@@ -101,8 +148,18 @@ pub fn attach(dirs: &Dirs, format: Format, c: &AttachCmd) -> anyhow::Result<()> 
         ifname,
         files: None,
         source: "attach",
+        pinned,
+        owner: caller.map(|u| u.uid),
     };
-    let ep = do_attach(dirs, &req)?;
+    let ep = match caller {
+        Some(u) => {
+            // The quota is counted and used under the user's lock.
+            let _l = Lock::acquire(&dirs.user_lock(u.uid))?;
+            privilege::check_quota(dirs, u, &req.wants.networks)?;
+            do_attach(dirs, &req)?
+        }
+        None => do_attach(dirs, &req)?,
+    };
     match format {
         Format::Json => output::json(&ps_rows(&[ep])),
         Format::Table => {
@@ -120,6 +177,18 @@ pub fn attach(dirs: &Dirs, format: Format, c: &AttachCmd) -> anyhow::Result<()> 
 pub fn detach(dirs: &Dirs, c: &DetachCmd) -> anyhow::Result<()> {
     let id = ContainerId::new(&c.id)?;
     let net = c.network.as_deref().map(NetworkName::new).transpose()?;
+    if let Some(u) = privilege::caller() {
+        if let Some(ep) = endpoint::load(dirs, &id)? {
+            if ep.owner != Some(u.uid) {
+                return Err(Error::invalid(
+                    format!("endpoint {id}"),
+                    format!("is not one of user {}'s", u.name),
+                    "detach only your own endpoints ('nethook ps' lists them)",
+                )
+                .into());
+            }
+        }
+    }
     do_detach(dirs, &id, net.as_ref(), LinkCleanup::Wait)?;
     Ok(())
 }
@@ -191,7 +260,12 @@ fn ps_rows(eps: &[endpoint::Endpoint]) -> Vec<PsRow> {
 
 pub fn ps(dirs: &Dirs, format: Format, c: &PsCmd) -> anyhow::Result<()> {
     let filter = c.network.as_deref().map(NetworkName::new).transpose()?;
-    let mut rows = ps_rows(&endpoint::list(dirs)?);
+    let mut eps = endpoint::list(dirs)?;
+    if let Some(u) = privilege::caller() {
+        // A user sees only their own endpoints.
+        eps.retain(|e| e.owner == Some(u.uid));
+    }
+    let mut rows = ps_rows(&eps);
     if let Some(f) = &filter {
         rows.retain(|r| r.network == f.as_str());
     }

@@ -129,6 +129,8 @@ fn create(dirs: &Dirs, cmd: &HookCmd, state: oci::HookState) -> Result<(), Error
         ifname: None,
         files,
         source: "hook",
+        pinned: None,
+        owner: None,
     };
     attach(dirs, &req).map(|_| ())
 }

@@ -83,8 +83,39 @@ pub enum Command {
 
 /// Parse, run, print the error as one line; returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
-    let dirs = Dirs::new(&cli.config_dir, &cli.run_dir);
+    // Setuid mode first, before clap reads the environment (`privilege` module doc).
+    let caller = if crate::privilege::setuid_mode() {
+        match crate::privilege::enter() {
+            Ok(c) => Some(c),
+            Err(e) => return report(e.into()),
+        }
+    } else {
+        None
+    };
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let dirs = match caller {
+        None => Dirs::new(&cli.config_dir, &cli.run_dir),
+        Some(c) => {
+            if let Some(what) = crate::privilege::refuse_command(&cli.command) {
+                return report(crate::privilege::command_refused(c, what).into());
+            }
+            for (id, flag) in [("config_dir", "--config-dir"), ("run_dir", "--run-dir")] {
+                if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                    eprintln!(
+                        "nethook: {flag} is ignored in setuid mode; the compiled-in directories are used"
+                    );
+                }
+            }
+            match crate::privilege::dirs() {
+                Ok(d) => d,
+                Err(e) => return report(e.into()),
+            }
+        }
+    };
     let r = match &cli.command {
         Command::Network(c) => network::run(&dirs, cli.format, c),
         Command::Hook(c) => hook::run(&dirs, c),
@@ -106,13 +137,16 @@ pub fn main() -> i32 {
     };
     match r {
         Ok(()) => 0,
-        Err(e) => {
-            // One line: the library's messages already carry what, why and what to do.
-            let msg = e.to_string().replace('\n', " ");
-            eprintln!("nethook: {msg}");
-            1
-        }
+        Err(e) => report(e),
     }
+}
+
+/// Print an error as one line; returns exit code 1.
+fn report(e: anyhow::Error) -> i32 {
+    // One line: the library's messages already carry what, why and what to do.
+    let msg = e.to_string().replace('\n', " ");
+    eprintln!("nethook: {msg}");
+    1
 }
 
 fn doctor(dirs: &Dirs, format: Format) -> anyhow::Result<()> {
@@ -275,10 +309,17 @@ the config dir, as \fB\-\-config\-dir\fR
 .TP
 \fBNETHOOK_RUN_DIR\fR
 the run dir, as \fB\-\-run\-dir\fR
+.PP
+Installed setuid root and run by another user, nethook empties its environment and ignores
+both, and \fB\-\-config\-dir\fR/\fB\-\-run\-dir\fR too: the compiled\-in directories are used,
+\fIusers.conf\fR there says who may attach how many interfaces to which network.
 .SH FILES
 .TP
 \fI/etc/nethook/networks/NAME.json\fR
 network definitions
+.TP
+\fI/etc/nethook/users.conf\fR
+setuid use: one rule a line, \fIUSER NETWORK MAX\fR or \fI@GROUP NETWORK MAX\fR
 .TP
 \fI/run/nethook/\fR
 endpoints, address leases and locks (tmpfs: gone at reboot, with the containers)

@@ -47,6 +47,13 @@ pub enum NetworkCmd {
     },
 }
 
+impl NetworkCmd {
+    /// `network ls` (what setuid mode allows of this group).
+    pub fn is_ls(&self) -> bool {
+        matches!(self, NetworkCmd::Ls { .. })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct CreateArgs {
     pub name: String,

@@ -259,6 +259,8 @@ pub fn add(dirs: &Dirs, env: &Env, conf: &NetConf) -> CniResult<Value> {
                 ifname: Some(ifname.clone()),
                 files: None,
                 source: SOURCE,
+                pinned: None,
+                owner: None,
             };
             attach::attach(dirs, &req)
                 .map_err(|e| failed(format!("attaching to network {}", net.name), &e))?

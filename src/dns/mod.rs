@@ -225,6 +225,14 @@ fn notify(dirs: &Dirs, dns: bool, event: Event) -> Result<()> {
     }
     // Without a daemon (the rare case after a detach): a look at every record.
     if event == Event::Attached || records::Loader::new(dirs).load().has_endpoints() {
+        if crate::privilege::setuid_mode() {
+            // Setuid mode keeps too few capabilities for the daemon (`privilege` module doc).
+            return Err(Error::invalid(
+                "the DNS daemon",
+                "is not running, and a setuid nethook does not start it",
+                "ask the admin to run 'nethook restore' (as root) to start it",
+            ));
+        }
         spawn(dirs)?;
     }
     Ok(())

@@ -35,6 +35,21 @@ pub struct AttachRequest {
     pub ifname: Option<IfName>,
     pub files: Option<FilesPlan>,
     pub source: &'static str,
+    /// The namespace, already opened and checked (setuid mode): used instead of opening
+    /// `netns` again, so the path cannot be swapped between the check and the use.
+    pub pinned: Option<std::sync::Arc<Netns>>,
+    /// The real uid of a setuid caller, recorded in the endpoint.
+    pub owner: Option<u32>,
+}
+
+impl AttachRequest {
+    /// The request's namespace: the pinned one, else opened by path.
+    fn open_netns(&self) -> Result<Netns> {
+        match &self.pinned {
+            Some(ns) => ns.try_clone(),
+            None => Netns::open(&self.netns),
+        }
+    }
 }
 
 /// Things done so far, undone in reverse on failure.
@@ -128,7 +143,7 @@ fn attach_plain(dirs: &Dirs, req: &AttachRequest, net: &Network) -> Result<Endpo
     }
     let netns_id = match net.driver {
         DriverKind::Host => {
-            let shares = match Netns::open(&req.netns) {
+            let shares = match req.open_netns() {
                 Ok(ns) => ns.id()? == Netns::current()?.id()?,
                 Err(_) => true,
             };
@@ -142,7 +157,7 @@ fn attach_plain(dirs: &Dirs, req: &AttachRequest, net: &Network) -> Result<Endpo
             None
         }
         DriverKind::None => {
-            let ns = Netns::open(&req.netns)?;
+            let ns = req.open_netns()?;
             let id = ns.id()?;
             let home = Netns::current()?;
             if id == home.id()? {
@@ -171,6 +186,7 @@ fn attach_plain(dirs: &Dirs, req: &AttachRequest, net: &Network) -> Result<Endpo
         netmode: Some(net.name.clone()),
         ports: Vec::new(),
         created: super::now(),
+        owner: req.owner,
     };
     endpoint::save(dirs, &ep)?;
     if let Some(plan) = &req.files {
@@ -202,7 +218,7 @@ fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
     if let Some(net) = nets.first().filter(|n| !n.driver.has_interfaces()) {
         return attach_plain(dirs, req, net);
     }
-    let ns = Netns::open(&req.netns)?;
+    let ns = req.open_netns()?;
     let netns_id = ns.id()?;
     if netns_id == Netns::current()?.id()? {
         return Err(Error::invalid(
@@ -552,6 +568,7 @@ fn run(
         netmode: None,
         ports,
         created: super::now(),
+        owner: req.owner,
     };
     endpoint::save(dirs, &ep)?;
     undo.push(Undo::Record);

@@ -98,6 +98,9 @@ pub struct Endpoint {
     #[serde(default)]
     pub ports: Vec<crate::publish::Published>,
     pub created: u64,
+    /// The real uid of the user who attached it through setuid nethook (None: root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u32>,
 }
 
 pub fn load(dirs: &Dirs, id: &ContainerId) -> Result<Option<Endpoint>> {

@@ -66,6 +66,11 @@ impl Dirs {
     pub fn ports_lock(&self) -> PathBuf {
         self.locks_dir().join("ports.lock")
     }
+    /// Per-user lock of setuid mode: a user's quota check and attach never interleave with
+    /// another attach of theirs.
+    pub fn user_lock(&self, uid: u32) -> PathBuf {
+        self.locks_dir().join(format!("user-{uid}.lock"))
+    }
     /// Per-container lock: attach and detach of one id never interleave.
     pub fn container_lock(&self, id: &ContainerId) -> PathBuf {
         self.locks_dir().join(format!("ctr-{id}.lock"))
