@@ -101,6 +101,7 @@ pub fn attach(dirs: &Dirs, format: Format, c: &AttachCmd) -> anyhow::Result<()> 
         ifname,
         files: None,
         source: "attach",
+        container_pid: None,
     };
     let ep = do_attach(dirs, &req)?;
     match format {

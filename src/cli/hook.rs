@@ -125,6 +125,7 @@ fn create(dirs: &Dirs, cmd: &HookCmd, state: oci::HookState) -> Result<(), Error
         ifname: None,
         files,
         source: "hook",
+        container_pid: state.pid.filter(|p| *p > 0).map(|p| p as u32),
     };
     attach(dirs, &req).map(|_| ())
 }

@@ -560,6 +560,7 @@ pub(crate) mod tests {
             netmode: None,
             ports: vec![],
             created: 0,
+            container: None,
         }
     }
 

@@ -98,6 +98,10 @@ pub struct Endpoint {
     #[serde(default)]
     pub ports: Vec<crate::publish::Published>,
     pub created: u64,
+    /// The container's process (the hook's OCI state pid), so gc can tell it is gone when no
+    /// link or namespace shows it (host network, a namespace that outlives it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<super::proc::ProcId>,
 }
 
 pub fn load(dirs: &Dirs, id: &ContainerId) -> Result<Option<Endpoint>> {
