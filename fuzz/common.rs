@@ -56,6 +56,7 @@ fn ep(id: &str, aliases: &[&str], on: &[(&str, &str, Option<&str>)]) -> Endpoint
             .collect(),
         netmode: None,
         owner: None,
+        container: None,
         ports: vec![],
         created: 0,
     }

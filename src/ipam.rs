@@ -139,6 +139,16 @@ impl FileLeases {
         }
     }
 
+    /// Release every lease `id` holds here.
+    pub fn release_all(&self, id: &ContainerId) -> Result<()> {
+        for (ip, holder) in self.list()? {
+            if holder == id.as_str() {
+                self.release(ip, id)?;
+            }
+        }
+        Ok(())
+    }
+
     /// All leases: (address, holder id).
     pub fn list(&self) -> Result<Vec<(Ipv4Addr, String)>> {
         let mut out = Vec::new();

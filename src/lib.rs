@@ -13,6 +13,8 @@ pub mod config;
 pub mod dns;
 pub mod driver;
 pub mod error;
+// Fault points for the crash tests (debug builds only).
+pub mod fault;
 pub mod firewall;
 pub mod ipam;
 pub mod names;

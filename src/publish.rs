@@ -550,6 +550,30 @@ impl PortClaims {
         ))
     }
 
+    /// Release every claim `id` holds, on any port.
+    pub fn release_all(&self, id: &ContainerId) -> Result<()> {
+        for proto in state::list_names(&self.dir) {
+            let pd = self.dir.join(&proto);
+            if !pd.is_dir() {
+                continue;
+            }
+            for port in state::list_names(&pd) {
+                let d = pd.join(&port);
+                for key in state::list_names(&d) {
+                    let f = d.join(&key);
+                    if key.starts_with('.') {
+                        continue;
+                    }
+                    if state::read_optional(&f)?.is_some_and(|h| h.trim() == id.as_str()) {
+                        state::remove_file(&f)?;
+                    }
+                }
+                let _ = std::fs::remove_dir(&d);
+            }
+        }
+        Ok(())
+    }
+
     /// Release a claim if `id` holds it.
     pub fn release(&self, p: &Published, id: &ContainerId) -> Result<()> {
         let d = self.port_dir(p.protocol, p.host_port);

@@ -150,6 +150,7 @@ pub fn attach(dirs: &Dirs, format: Format, c: &AttachCmd) -> anyhow::Result<()> 
         source: "attach",
         pinned,
         owner: caller.map(|u| u.uid),
+        container_pid: None,
     };
     let ep = match caller {
         Some(u) => {

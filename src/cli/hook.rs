@@ -131,6 +131,7 @@ fn create(dirs: &Dirs, cmd: &HookCmd, state: oci::HookState) -> Result<(), Error
         source: "hook",
         pinned: None,
         owner: None,
+        container_pid: state.pid.filter(|p| *p > 0).map(|p| p as u32),
     };
     attach(dirs, &req).map(|_| ())
 }

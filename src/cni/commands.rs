@@ -261,6 +261,7 @@ pub fn add(dirs: &Dirs, env: &Env, conf: &NetConf) -> CniResult<Value> {
                 source: SOURCE,
                 pinned: None,
                 owner: None,
+                container_pid: None,
             };
             attach::attach(dirs, &req)
                 .map_err(|e| failed(format!("attaching to network {}", net.name), &e))?

@@ -561,6 +561,7 @@ pub(crate) mod tests {
             ports: vec![],
             created: 0,
             owner: None,
+            container: None,
         }
     }
 

@@ -27,6 +27,15 @@ pub fn ensure_sysctl(path: &str, value: &str) -> Result<()> {
 /// Make sure the network's bridge exists, is up and carries the gateway address; returns its
 /// index. Creation is serialised by the caller's network lock.
 pub fn ensure_bridge(host: &RouteSocket, net: &Network) -> Result<(u32, bool)> {
+    ensure_bridge_with(host, net, || Ok(()))
+}
+
+/// [`ensure_bridge`], running `before_create` first when the bridge has to be created.
+pub fn ensure_bridge_with(
+    host: &RouteSocket,
+    net: &Network,
+    before_create: impl FnOnce() -> Result<()>,
+) -> Result<(u32, bool)> {
     let name = net.bridge_name();
     if let Some(l) = host.link_by_name(name.as_str())? {
         if l.kind.as_deref().is_some_and(|k| k != "bridge") {
@@ -42,6 +51,7 @@ pub fn ensure_bridge(host: &RouteSocket, net: &Network) -> Result<(u32, bool)> {
         return Ok((l.index, false));
     }
     let mac = net.bridge_mac.expect("bridge networks have a bridge MAC");
+    before_create()?;
     host.create_bridge(name, mac, net.mtu)?;
     let l = host.link_by_name(name.as_str())?.ok_or_else(|| {
         Error::kernel(
@@ -128,6 +138,7 @@ impl Driver for Bridge {
             peer_mac: att.mac,
             mtu: att_mtu(net, att),
         };
+        crate::fault::point("bridge.before-veth");
         if let Err(e) = ctx.host.create_veth(&spec) {
             // The host-side name is derived from (network, id) and the caller holds the
             // container's lock with no record: a link of that name is the previous run of the
@@ -138,6 +149,7 @@ impl Driver for Bridge {
             ctx.host.create_veth(&spec)?;
         }
         made.push(Made::HostLink(att.host_interface.to_string()));
+        crate::fault::point("bridge.veth");
         // A bridge port needs no address of any family. It has no carrier until the peer is up,
         // so IPv6 has not configured it yet.
         ensure_sysctl(
@@ -148,7 +160,9 @@ impl Driver for Bridge {
             "1",
         )?;
 
-        super::configure_inside(ns, csock, net, att, default_route)
+        super::configure_inside(ns, csock, net, att, default_route)?;
+        crate::fault::point("bridge.configured");
+        Ok(())
     }
 
     fn teardown(&self, ctx: &Ctx, att: &Attachment) -> Result<()> {

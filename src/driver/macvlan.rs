@@ -44,8 +44,10 @@ impl Driver for Macvlan {
             mac: att.mac,
             mtu: att.mtu,
         };
+        crate::fault::point("macvlan.before-link");
         ctx.host.create_macvlan(&spec)?;
         made.push(Made::ContainerLink(att.interface.to_string()));
+        crate::fault::point("macvlan.link");
         super::configure_inside(ns, csock, net, att, default_route)
     }
 

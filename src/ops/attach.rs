@@ -13,6 +13,7 @@ use crate::oci::Wants;
 use crate::publish::{self, PortClaims, PublishSpec, Published};
 use crate::rootfs::{self, EtcFiles, Target};
 use crate::state::endpoint::{self, Attachment, Endpoint, EpState};
+use crate::state::proc::ProcId;
 use crate::state::{Dirs, Lock};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub struct AttachRequest {
     pub pinned: Option<std::sync::Arc<Netns>>,
     /// The real uid of a setuid caller, recorded in the endpoint.
     pub owner: Option<u32>,
+    /// The container's process (the hook's OCI state pid), recorded with its start time.
+    pub container_pid: Option<u32>,
 }
 
 impl AttachRequest {
@@ -187,6 +190,7 @@ fn attach_plain(dirs: &Dirs, req: &AttachRequest, net: &Network) -> Result<Endpo
         ports: Vec::new(),
         created: super::now(),
         owner: req.owner,
+        container: req.container_pid.and_then(ProcId::of),
     };
     endpoint::save(dirs, &ep)?;
     if let Some(plan) = &req.files {
@@ -323,6 +327,7 @@ fn plan_attachment(
         ipam::allocate(&mut leases, net, id, wants.ips.get(&net.name).copied())?
     };
     undo.push(Undo::Lease(net.name.clone(), ip));
+    crate::fault::point("attach.lease");
     let mac = match (first, wants.mac) {
         (true, Some(m)) => m,
         _ => Mac::from_ipv4(ip),
@@ -439,7 +444,6 @@ fn make_links_and_rules(
     ports: &[Published],
     undo: &mut Vec<Undo>,
 ) -> Result<()> {
-    let mut bridges_made = Vec::new();
     for (i, (net, att)) in nets.iter().zip(atts).enumerate() {
         let host_link = match net.driver {
             DriverKind::Macvlan => {
@@ -460,9 +464,18 @@ fn make_links_and_rules(
             }
             _ => {
                 let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
-                let (index, created) = driver::bridge::ensure_bridge(&ctx.host, net)?;
+                // A new bridge gets its network's firewall elements first: a crash between the
+                // two then leaves elements without a bridge (re-added, idempotent, with it
+                // next time), never a bridge without its elements.
+                let (index, created) = driver::bridge::ensure_bridge_with(&ctx.host, net, || {
+                    let mut fw = Firewall::open()?;
+                    super::firewall_sync::ensure_table(dirs, &mut fw)?;
+                    fw.apply(&super::firewall_sync::network_changes(net))?;
+                    crate::fault::point("attach.net-rules");
+                    Ok(())
+                })?;
                 if created {
-                    bridges_made.push(*net);
+                    crate::fault::point("attach.bridge");
                 }
                 index
             }
@@ -488,23 +501,20 @@ fn make_links_and_rules(
 
     // Firewall: one batch of element adds.
     let masq = masq_changes(atts);
-    if masq.is_empty() && ports.is_empty() && bridges_made.is_empty() {
+    if masq.is_empty() && ports.is_empty() {
         // A macvlan-only endpoint, or a bridge network without masquerade: nothing to add.
         return Ok(());
     }
     let mut fw = Firewall::open()?;
     super::firewall_sync::ensure_table(dirs, &mut fw)?;
-    let mut changes = Vec::new();
-    for net in bridges_made {
-        changes.extend(super::firewall_sync::network_changes(net));
-    }
-    changes.extend(masq.iter().cloned());
+    let mut changes = masq.clone();
     for p in ports {
         changes.push(p.add_change()?);
     }
     fw.apply(&changes)?;
     undo.push(Undo::Masq(masq));
     undo.push(Undo::Forwards(ports.to_vec()));
+    crate::fault::point("attach.firewall");
     Ok(())
 }
 
@@ -521,6 +531,30 @@ fn run(
         first_if,
         netns_id,
     } = *plan;
+    // 0. The record, before anything is taken: a crash from here on leaves a `creating` record
+    // with a dead pid, which gc (and a new attach of the id) clears, with whatever leases and
+    // port claims the id holds.
+    let mut ep = Endpoint {
+        id: req.id.clone(),
+        state: EpState::Creating,
+        pid: std::process::id(),
+        netns: req.netns.display().to_string(),
+        netns_id: Some(netns_id),
+        hostname: req.hostname.clone(),
+        aliases: req.wants.aliases.clone(),
+        files: Vec::new(),
+        source: req.source.to_string(),
+        attachments: Vec::new(),
+        netmode: None,
+        ports: Vec::new(),
+        created: super::now(),
+        owner: req.owner,
+        container: req.container_pid.and_then(ProcId::of),
+    };
+    endpoint::save(dirs, &ep)?;
+    undo.push(Undo::Record);
+    crate::fault::point("attach.record-intent");
+
     // 1. Addresses, under each network's lock, and the record: intent before any kernel change.
     let mut atts = Vec::new();
     for (i, net) in nets.iter().enumerate() {
@@ -553,25 +587,12 @@ fn run(
             undo.push(Undo::Ports(got.clone()));
             ports.extend(got);
         }
+        crate::fault::point("attach.ports");
     }
-    let mut ep = Endpoint {
-        id: req.id.clone(),
-        state: EpState::Creating,
-        pid: std::process::id(),
-        netns: req.netns.display().to_string(),
-        netns_id: Some(netns_id),
-        hostname: req.hostname.clone(),
-        aliases: req.wants.aliases.clone(),
-        files: Vec::new(),
-        source: req.source.to_string(),
-        attachments: atts,
-        netmode: None,
-        ports,
-        created: super::now(),
-        owner: req.owner,
-    };
+    ep.attachments = atts;
+    ep.ports = ports;
     endpoint::save(dirs, &ep)?;
-    undo.push(Undo::Record);
+    crate::fault::point("attach.record");
 
     // 2. Links, 3. firewall elements.
     let net_refs: Vec<&Network> = nets.iter().collect();
@@ -584,6 +605,7 @@ fn run(
     }
 
     // 5. Done.
+    crate::fault::point("attach.before-ready");
     ep.state = EpState::Ready;
     endpoint::save(dirs, &ep)?;
     // DNS: the daemon reloads, or starts for a first DNS-enabled endpoint (never fails attach).
@@ -636,8 +658,11 @@ fn write_files(
         .resolv_conf()
     };
     rootfs::write(&plan.hosts, &files.hosts())?;
+    crate::fault::point("attach.file-hosts");
     rootfs::write(&plan.hostname, &files.hostname_file())?;
+    crate::fault::point("attach.file-hostname");
     rootfs::write(&plan.resolv, &resolv)?;
+    crate::fault::point("attach.file-resolv");
     Ok(vec![
         plan.hosts.host_path(),
         plan.hostname.host_path(),

@@ -76,9 +76,16 @@ pub fn detach_locked(
     links: LinkCleanup,
 ) -> Result<()> {
     let mut errs = ErrorList::default();
+    // A record that is not ready was left by a process that died mid-way (we hold the
+    // container lock, so its maker is gone): leases and port claims may have been taken that it
+    // does not list yet. Release everything held by the id.
+    if ep.state != EpState::Ready && only.is_none() {
+        errs.note(release_everything_of(dirs, &ep.id));
+    }
     if ep.attachments.is_empty() {
         // A host or none endpoint (or an empty record): nothing in the kernel to undo.
-        return endpoint::remove(dirs, &ep.id);
+        errs.note(endpoint::remove(dirs, &ep.id));
+        return errs.into_result();
     }
     let (gone, kept): (Vec<_>, Vec<_>) = ep
         .attachments
@@ -92,6 +99,7 @@ pub fn detach_locked(
     rec.state = EpState::Removing;
     rec.pid = std::process::id();
     errs.note(endpoint::save(dirs, &rec));
+    crate::fault::point("detach.removing");
 
     // Firewall: expire, never delete (a delete costs an RCU grace period, 10-20 ms).
     // Ports go with the first attachment's address.
@@ -117,6 +125,7 @@ pub fn detach_locked(
     if !changes.is_empty() {
         errs.note(expire(&changes));
     }
+    crate::fault::point("detach.firewall");
 
     // Links: at poststop the namespace is normally gone or going, and the kernel removes the
     // veth pair by itself; deleting it ourselves would cost ~30 ms the runtime does not need.
@@ -155,6 +164,8 @@ pub fn detach_locked(
         }
     }
 
+    crate::fault::point("detach.links");
+
     // Leases.
     for a in &gone {
         let r = Lock::acquire(&dirs.network_lock(&a.network)).and_then(|_l| {
@@ -170,6 +181,8 @@ pub fn detach_locked(
         });
         errs.note(r);
     }
+
+    crate::fault::point("detach.leases");
 
     // The record: gone, or what is left of it.
     if kept.is_empty() {
@@ -189,6 +202,25 @@ pub fn detach_locked(
             .is_none_or(|n| n.dns)
     });
     crate::dns::endpoint_changed(dirs, &ep.id, dns, crate::dns::Event::Detached);
+    errs.into_result()
+}
+
+/// Every lease (on any network) and host-port claim held by `id`.
+fn release_everything_of(dirs: &Dirs, id: &ContainerId) -> Result<()> {
+    let mut errs = ErrorList::default();
+    for net in crate::state::list_names(&dirs.run.join("leases")) {
+        let Ok(net) = NetworkName::new(&net) else {
+            continue;
+        };
+        let r = Lock::acquire(&dirs.network_lock(&net))
+            .and_then(|_l| FileLeases::open(dirs, &net).and_then(|l| l.release_all(id)));
+        errs.note(r);
+    }
+    if dirs.run.join("ports").is_dir() {
+        let r = Lock::acquire(&dirs.ports_lock())
+            .and_then(|_l| PortClaims::open(dirs).and_then(|c| c.release_all(id)));
+        errs.note(r);
+    }
     errs.into_result()
 }
 

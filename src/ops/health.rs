@@ -22,13 +22,19 @@ pub struct Finding {
 pub fn check(dirs: &Dirs, only: Option<&str>) -> Result<Vec<Finding>> {
     let host = RouteSocket::open()?;
     let eps = endpoint::list(dirs)?;
-    let snap = if eps.is_empty() {
-        None
-    } else {
+    // Only bridge attachments have elements (macvlan, host and none endpoints need no table).
+    let needs_table = eps.iter().any(|e| {
+        e.attachments
+            .iter()
+            .any(|a| a.driver == config::DriverKind::Bridge)
+    });
+    let snap = if needs_table {
         Firewall::open()?.snapshot()?
+    } else {
+        None
     };
     let mut out = Vec::new();
-    if !eps.is_empty() && snap.is_none() {
+    if needs_table && snap.is_none() {
         out.push(Finding {
             id: "-".into(),
             problem: "nftables table inet nethook is missing; run 'nethook restore'".into(),
@@ -97,6 +103,18 @@ fn check_one(dirs: &Dirs, host: &RouteSocket, ep: &Endpoint) -> Result<Vec<Findi
                 "half-made: state {} and its nethook process {} is gone",
                 ep.state, ep.pid
             ),
+            true,
+        );
+        return Ok(f);
+    }
+    // The container's process, when recorded (the hook): gone means the container is, even
+    // when nothing in the kernel shows it (host network, a namespace kept by a bind mount).
+    if let Some(c) = ep
+        .container
+        .filter(|c| ep.state == EpState::Ready && !c.alive())
+    {
+        push(
+            format!("container process {} is gone (container gone)", c.pid),
             true,
         );
         return Ok(f);
@@ -202,12 +220,10 @@ pub fn gc(dirs: &Dirs, dry_run: bool) -> Result<Vec<Finding>> {
 /// table and every element the records call for.
 pub fn restore(dirs: &Dirs) -> Result<()> {
     let host = RouteSocket::open()?;
-    let eps = endpoint::list(dirs)?;
+    // Every bridge network's bridge, in use or not: after a reboot none is in use yet, and the
+    // containers started again expect their networks as they were.
     for net in config::list(dirs)? {
-        if eps
-            .iter()
-            .any(|e| e.attachments.iter().any(|a| a.network == net.name))
-        {
+        if net.driver == config::DriverKind::Bridge {
             let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
             ensure_bridge(&host, &net)?;
         }

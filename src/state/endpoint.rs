@@ -101,6 +101,10 @@ pub struct Endpoint {
     /// The real uid of the user who attached it through setuid nethook (None: root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<u32>,
+    /// The container's process (the hook's OCI state pid), so gc can tell it is gone when no
+    /// link or namespace shows it (host network, a namespace that outlives it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<super::proc::ProcId>,
 }
 
 pub fn load(dirs: &Dirs, id: &ContainerId) -> Result<Option<Endpoint>> {

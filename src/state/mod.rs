@@ -2,6 +2,7 @@
 //! the run dir holds endpoints, leases and locks (tmpfs, gone at reboot with the containers).
 
 pub mod endpoint;
+pub mod proc;
 
 use crate::error::{Error, Result};
 use crate::names::{ContainerId, NetworkName};
@@ -206,6 +207,19 @@ impl Lock {
         let _ = fs::remove_file(&self.path);
         drop(self.file);
     }
+}
+
+/// The names in a directory (nothing when it does not exist or cannot be read).
+pub fn list_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 /// Read a file to a string; `Ok(None)` when it does not exist.
