@@ -6,6 +6,7 @@
 //! `netlink::nft`, `rootfs` writes the container's /etc files. `ops::detach` undoes it by id.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 // Container DNS: the daemon, its records, upstream forwarding (issue 5).
 pub mod dns;

@@ -135,7 +135,7 @@ impl Records {
                 }
                 // Only a bridge attachment has a host-side link whose absence tells the
                 // container is gone (a macvlan child lives in the container's namespace).
-                if a.driver == crate::config::DriverKind::Bridge {
+                if a.driver.bridged() {
                     host_ifs.push(a.host_interface.to_string());
                 }
             }

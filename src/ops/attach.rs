@@ -88,7 +88,9 @@ fn load_networks(dirs: &Dirs, req: &AttachRequest, host: &RouteSocket) -> Result
                 "name each network once",
             ));
         }
-        nets.push(super::network::load_or_default(dirs, name, host)?);
+        let net = super::network::load_or_default(dirs, name, host)?;
+        // Overlay: this host's block (claimed in etcd at first use only).
+        nets.push(crate::cluster::local_view(dirs, net)?);
     }
     if nets.len() > 1 {
         if let Some(n) = nets.iter().find(|n| !n.driver.has_interfaces()) {
@@ -206,7 +208,7 @@ fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
     }
     let ctx = Ctx::open(Some(ns))?;
     if !specs.is_empty() {
-        if let Some(n) = nets.first().filter(|n| n.driver != DriverKind::Bridge) {
+        if let Some(n) = nets.first().filter(|n| !n.driver.bridged()) {
             return Err(Error::invalid(
                 format!("network {}", n.name),
                 format!("({} driver) cannot publish ports: its traffic never passes this host's firewall", n.driver),

@@ -1,0 +1,359 @@
+//! `nethook agent`: keeps this host's key alive under a lease, watches the cluster prefix, and
+//! programs each overlay network's VXLAN device with one route, neighbour and FDB entry per
+//! live remote host (flannel's vxlan model). A watch thread lists the prefix and then follows
+//! it; after any break (etcd down, a partition) it lists again, so the agent catches up. The
+//! data path is left in place when etcd or the agent goes away: containers keep talking.
+
+use super::store::{ClusterStore, Event, Kv};
+use super::{parse_key, BlockRecord, ClusterConfig, HostRecord, Key, PREFIX};
+use crate::config::{self, DriverKind, Network};
+use crate::error::Result;
+use crate::netlink::route::RouteSocket;
+use crate::netlink::vxlan::{RemotePeer, VxlanSpec, VXLAN_OVERHEAD};
+use crate::state::Dirs;
+use ipnet::Ipv4Net;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct AgentOpts {
+    /// Seconds the host's key outlives a dead agent.
+    pub lease_ttl: u64,
+    /// Exit after this long (tests); None: run until killed.
+    pub run_for: Option<Duration>,
+}
+
+enum Msg {
+    Snapshot(Vec<Kv>),
+    Events(Vec<Event>),
+    Down(String),
+}
+
+/// What the cluster says, as far as this agent has heard.
+#[derive(Default)]
+struct View {
+    networks: BTreeMap<String, Network>,
+    hosts: BTreeMap<String, HostRecord>,
+    blocks: BTreeMap<(String, Ipv4Net), BlockRecord>,
+}
+
+impl View {
+    fn apply_put(&mut self, kv: &Kv) {
+        match parse_key(&kv.key) {
+            Some(Key::Network(n)) => {
+                if let Ok(net) = serde_json::from_slice::<Network>(&kv.value) {
+                    if net.driver == DriverKind::Overlay && net.overlay.is_some() {
+                        self.networks.insert(n, net);
+                    }
+                }
+            }
+            Some(Key::Host(h)) => {
+                if let Ok(r) = serde_json::from_slice(&kv.value) {
+                    self.hosts.insert(h, r);
+                }
+            }
+            Some(Key::Block(n, b)) => {
+                if let Ok(r) = serde_json::from_slice(&kv.value) {
+                    self.blocks.insert((n, b), r);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn apply_delete(&mut self, key: &str) {
+        match parse_key(key) {
+            Some(Key::Network(n)) => {
+                self.networks.remove(&n);
+            }
+            Some(Key::Host(h)) => {
+                self.hosts.remove(&h);
+            }
+            Some(Key::Block(n, b)) => {
+                self.blocks.remove(&(n, b));
+            }
+            None => {}
+        }
+    }
+
+    /// The peers network `net` should have on this host: every block of a live other host.
+    fn peers(&self, me: &str, net: &str) -> BTreeSet<RemotePeer> {
+        self.blocks
+            .iter()
+            .filter(|((n, _), r)| n == net && r.host != me)
+            .filter_map(|((_, b), r)| {
+                let h = self.hosts.get(&r.host)?;
+                Some(RemotePeer {
+                    block: *b,
+                    mac: r.mac,
+                    vtep: h.vtep_ip,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A network's device and what is programmed on it.
+struct Programmed {
+    index: u32,
+    peers: BTreeSet<RemotePeer>,
+}
+
+pub fn run(dirs: &Dirs, opts: &AgentOpts) -> Result<()> {
+    let cfg = ClusterConfig::load_required(dirs)?;
+    let store: Arc<dyn ClusterStore> = Arc::new(cfg.store()?);
+    let host = RouteSocket::open()?;
+    let mtu = super::vtep_mtu(&host, cfg.vtep_ip)? - VXLAN_OVERHEAD;
+    crate::driver::bridge::ensure_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+    log(&format!(
+        "host {} vtep {} watching {}",
+        cfg.name,
+        cfg.vtep_ip,
+        store.describe()
+    ));
+
+    let (tx, rx) = mpsc::channel();
+    {
+        let store = store.clone();
+        std::thread::spawn(move || watch_loop(store.as_ref(), tx));
+    }
+
+    let mut view = View::default();
+    // Networks known locally work with etcd away too (their peers come once etcd is back).
+    for n in config::list(dirs)? {
+        if n.driver == DriverKind::Overlay {
+            view.networks.insert(n.name.to_string(), n);
+        }
+    }
+    let mut programmed: BTreeMap<String, Programmed> = BTreeMap::new();
+    let mut lease: Option<i64> = None;
+    let keepalive_every = Duration::from_millis((opts.lease_ttl * 1000 / 3).max(300));
+    let mut next_keepalive = Instant::now();
+    let started = Instant::now();
+    let host_value = serde_json::to_vec(&HostRecord {
+        vtep_ip: cfg.vtep_ip,
+    })
+    .expect("host record serialises");
+    reconcile(dirs, &cfg, &host, mtu, &view, &mut programmed);
+    loop {
+        if opts.run_for.is_some_and(|d| started.elapsed() >= d) {
+            return Ok(());
+        }
+        if Instant::now() >= next_keepalive {
+            next_keepalive = Instant::now() + keepalive_every;
+            lease = register(store.as_ref(), &cfg, lease, opts.lease_ttl, &host_value);
+        }
+        let wait = next_keepalive.saturating_duration_since(Instant::now());
+        let first = match rx.recv_timeout(wait) {
+            Ok(m) => m,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        // Take everything already queued, then program once.
+        let mut changed = false;
+        for m in std::iter::once(first).chain(rx.try_iter()) {
+            match m {
+                Msg::Snapshot(kvs) => {
+                    let locals: Vec<Network> = view
+                        .networks
+                        .values()
+                        .filter(|n| config::load(dirs, &n.name).ok().flatten().is_some())
+                        .cloned()
+                        .collect();
+                    view = View::default();
+                    for n in locals {
+                        view.networks.insert(n.name.to_string(), n);
+                    }
+                    for kv in &kvs {
+                        view.apply_put(kv);
+                    }
+                    changed = true;
+                    log(&format!(
+                        "in sync: {} hosts, {} blocks, {} networks",
+                        view.hosts.len(),
+                        view.blocks.len(),
+                        view.networks.len()
+                    ));
+                }
+                Msg::Events(evs) => {
+                    for e in &evs {
+                        match e {
+                            Event::Put(kv) => view.apply_put(kv),
+                            Event::Delete(k) => view.apply_delete(k),
+                        }
+                    }
+                    changed = true;
+                }
+                Msg::Down(why) => log(&format!("etcd unreachable, data path kept: {why}")),
+            }
+        }
+        if changed {
+            reconcile(dirs, &cfg, &host, mtu, &view, &mut programmed);
+        }
+    }
+}
+
+fn log(msg: &str) {
+    eprintln!("nethook agent: {msg}");
+}
+
+/// Keep this host's key alive: grant a lease and put the key when there is none (first run,
+/// expired during an outage), else refresh it. Failures are logged and retried next time.
+fn register(
+    store: &dyn ClusterStore,
+    cfg: &ClusterConfig,
+    lease: Option<i64>,
+    ttl: u64,
+    value: &[u8],
+) -> Option<i64> {
+    if let Some(l) = lease {
+        match store.keepalive(l) {
+            Ok(true) => return Some(l),
+            Ok(false) => log("lease expired: registering again"),
+            Err(e) => {
+                log(&format!("keepalive: {e}"));
+                return Some(l);
+            }
+        }
+    }
+    let r = store.grant(ttl).and_then(|l| {
+        store
+            .put(&super::key_host(&cfg.name), value, Some(l))
+            .map(|_| l)
+    });
+    match r {
+        Ok(l) => Some(l),
+        Err(e) => {
+            log(&format!("registering: {e}"));
+            None
+        }
+    }
+}
+
+/// List the prefix, then follow it; after a break, wait a moment and list again.
+fn watch_loop(store: &dyn ClusterStore, tx: mpsc::Sender<Msg>) {
+    let mut down = false;
+    loop {
+        match store.range(PREFIX) {
+            Ok((kvs, rev)) => {
+                down = false;
+                if tx.send(Msg::Snapshot(kvs)).is_err() {
+                    return;
+                }
+                let r = store.watch(PREFIX, rev + 1, &mut |evs| {
+                    tx.send(Msg::Events(evs)).is_ok()
+                });
+                if let Err(e) = r {
+                    if tx.send(Msg::Down(e.to_string())).is_err() {
+                        return;
+                    }
+                    down = true;
+                }
+            }
+            Err(e) => {
+                if !down && tx.send(Msg::Down(e.to_string())).is_err() {
+                    return;
+                }
+                down = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Bring every overlay network's device and peers in line with the view. Errors are logged:
+/// one network's trouble does not stop the others, and the next change retries.
+fn reconcile(
+    dirs: &Dirs,
+    cfg: &ClusterConfig,
+    host: &RouteSocket,
+    mtu: u32,
+    view: &View,
+    programmed: &mut BTreeMap<String, Programmed>,
+) {
+    for (name, net) in &view.networks {
+        let info = net.overlay.as_ref().expect("overlay networks only");
+        // Other hosts' definitions become known here, so this host's hooks can use them.
+        if let Ok(n) = crate::names::NetworkName::new(name) {
+            if matches!(config::load(dirs, &n), Ok(None)) {
+                match config::save(dirs, net) {
+                    Ok(()) => log(&format!("network {name} learned from the cluster")),
+                    Err(e) => log(&format!("saving network {name}: {e}")),
+                }
+            }
+        }
+        if !programmed.contains_key(name) {
+            let dev = super::vxlan_name(info.vni);
+            let spec = VxlanSpec {
+                name: &dev,
+                vni: info.vni,
+                local: cfg.vtep_ip,
+                mac: super::vxlan_mac(&cfg.name, name),
+                mtu,
+            };
+            let index = match host.ensure_vxlan(&spec).and_then(|i| {
+                // No IPv6 on the tunnel device: nothing of nethook's uses it, and its
+                // link-local chatter would be flooded to every peer.
+                crate::driver::bridge::ensure_sysctl(
+                    &format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"),
+                    "1",
+                )
+                .map(|_| i)
+            }) {
+                Ok(i) => i,
+                Err(e) => {
+                    log(&format!("network {name}: {e}"));
+                    continue;
+                }
+            };
+            // Routes an earlier agent left that the view no longer has.
+            let want: BTreeSet<Ipv4Net> = view
+                .peers(&cfg.name, name)
+                .iter()
+                .map(|p| p.block)
+                .collect();
+            for b in host.routes_via(index).unwrap_or_default() {
+                if !want.contains(&b) {
+                    let _ = host.remove_route_and_neigh(index, b);
+                }
+            }
+            programmed.insert(
+                name.clone(),
+                Programmed {
+                    index,
+                    peers: BTreeSet::new(),
+                },
+            );
+        }
+        let p = programmed.get_mut(name).expect("inserted above");
+        let want = view.peers(&cfg.name, name);
+        let gone: Vec<RemotePeer> = p.peers.difference(&want).cloned().collect();
+        let new: Vec<RemotePeer> = want.difference(&p.peers).cloned().collect();
+        for peer in &gone {
+            match host.remove_peer(p.index, peer) {
+                Ok(()) => {
+                    p.peers.remove(peer);
+                }
+                Err(e) => log(&format!("network {name}: removing {}: {e}", peer.block)),
+            }
+        }
+        for peer in &new {
+            match host.add_peer(p.index, peer) {
+                Ok(()) => {
+                    p.peers.insert(peer.clone());
+                }
+                Err(e) => log(&format!("network {name}: adding {}: {e}", peer.block)),
+            }
+        }
+        if !gone.is_empty() || !new.is_empty() {
+            log(&format!(
+                "network {name}: {} peers (+{} -{})",
+                p.peers.len(),
+                new.len(),
+                gone.len()
+            ));
+        }
+    }
+}
