@@ -374,7 +374,7 @@ impl Drop for Cluster {
 }
 
 fn setup(short: &str, n: usize) -> Option<Cluster> {
-    if !can_run(short, &[RUNC_TOOLS, &["etcd"]].concat()) {
+    if !can_run(short, &[RUNC_TOOLS, &["etcd", "dig"]].concat()) {
         return None;
     }
     let c = Cluster::new(short, n);
@@ -385,6 +385,19 @@ fn setup(short: &str, n: usize) -> Option<Cluster> {
         ])
         .ok();
     Some(c)
+}
+
+/// `dig +short NAME` from container `from`'s namespace, asking its gateway (nethook's DNS).
+fn dig(from: &Ctr, ip_from: Ipv4Addr, name: &str) -> String {
+    let o = ip_from.octets();
+    let gw = format!("@{}.{}.{}.1", o[0], o[1], o[2]);
+    run(
+        Sandbox::cmd_in(&from.netns(), "dig").args(["+short", "+time=1", "+tries=1", &gw, name]),
+        None,
+    )
+    .stdout
+    .trim()
+    .to_string()
 }
 
 fn get(from: &Ctr, ip: Ipv4Addr) -> Option<String> {
@@ -426,6 +439,64 @@ fn containers_on_different_hosts_reach_each_other_and_hosts_come_and_go() {
     assert_eq!(get(&b, ip_a).as_deref(), Some("from-h1"));
     assert_eq!(get(&h3, ip_a).as_deref(), Some("from-h1"));
     assert_eq!(get(&a, ip_c).as_deref(), Some("from-h3"));
+    // By name across hosts: each host's DNS serves the other hosts' containers, and the
+    // answer is the address that works.
+    let ok = wait_until(Duration::from_secs(3), || {
+        dig(&a, ip_a, &b.id) == ip_b.to_string()
+    });
+    assert!(
+        ok,
+        "h1 does not resolve {}: {:?}\n{}",
+        b.id,
+        dig(&a, ip_a, &b.id),
+        c.agent_log(0)
+    );
+    let ok = wait_until(Duration::from_secs(3), || {
+        dig(&h3, ip_c, &a.id) == ip_a.to_string()
+    });
+    assert!(
+        ok,
+        "h3 does not resolve {}: {:?}\n{}\n{:?}\n{:#?}",
+        a.id,
+        dig(&h3, ip_c, &a.id),
+        c.agent_log(2),
+        std::fs::read_to_string(c.hosts[2].run_dir.join("overlay-names/ov.json")),
+        (
+            run(
+                Sandbox::cmd_in(&c.hosts[2].path(), "ss").args(["-lunp"]),
+                None
+            )
+            .stdout,
+            run(
+                Command::new("sh").args([
+                    "-c",
+                    "ps -eo pid,ppid,args | grep 'dns serve' | grep -v grep"
+                ]),
+                None
+            )
+            .stdout,
+            run(
+                Command::new("ls")
+                    .args(["-la"])
+                    .arg(c.hosts[2].run_dir.join("dns")),
+                None
+            )
+            .stdout,
+        )
+    );
+    let ok = wait_until(Duration::from_secs(3), || {
+        dig(&a, ip_a, &format!("{}.{NET}", h3.id)) == ip_c.to_string()
+    });
+    assert!(
+        ok,
+        "{:?} {:?} {:?}",
+        dig(&a, ip_a, &format!("{}.{NET}", h3.id)),
+        dig(&a, ip_a, &h3.id),
+        std::fs::read_to_string(c.hosts[0].run_dir.join("overlay-names/ov.json")),
+    );
+    let by_name: Ipv4Addr = dig(&b, ip_b, &h3.id).parse().expect("an address");
+    assert_eq!(get(&b, by_name).as_deref(), Some("from-h3"));
+
     // O(hosts) state: h1 routes exactly the two other blocks through its VXLAN device.
     assert_eq!(c.hosts[0].vxlan_routes(), 2, "{}", c.hosts[0].routes());
 
@@ -447,6 +518,10 @@ fn containers_on_different_hosts_reach_each_other_and_hosts_come_and_go() {
         get(&a, ip_c).is_none(),
         "h3 still reachable without a route"
     );
+    assert!(
+        wait_until(Duration::from_secs(2), || dig(&a, ip_a, &h3.id).is_empty()),
+        "h3's names outlived its lease"
+    );
     assert_eq!(get(&a, ip_b).as_deref(), Some("from-h2"), "h2 unaffected");
 
     // h3 comes back: reachable from the others within 1 s of its agent starting.
@@ -463,6 +538,8 @@ fn containers_on_different_hosts_reach_each_other_and_hosts_come_and_go() {
     );
     eprintln!("h3's route back {:?} after its agent started", t.elapsed());
     assert_eq!(get(&a, ip_c).as_deref(), Some("from-h3"));
+    assert!(wait_until(Duration::from_secs(2), || dig(&a, ip_a, &h3.id)
+        == ip_c.to_string()));
 
     // Removing a host's key by hand (as an admin or an expired lease would) has the same effect.
     c.stop_agent(2);

@@ -7,9 +7,11 @@
 use super::store::{ClusterStore, Event, Kv};
 use super::{parse_key, BlockRecord, ClusterConfig, HostRecord, Key, PREFIX};
 use crate::config::{self, DriverKind, Network};
+use crate::dns::records::{remote_names_dir, RemoteName, RemoteNames};
 use crate::error::Result;
 use crate::netlink::route::RouteSocket;
 use crate::netlink::vxlan::{RemotePeer, VxlanSpec, VXLAN_OVERHEAD};
+use crate::state::endpoint::{self, EpState};
 use crate::state::Dirs;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +39,8 @@ struct View {
     networks: BTreeMap<String, Network>,
     hosts: BTreeMap<String, HostRecord>,
     blocks: BTreeMap<(String, Ipv4Net), BlockRecord>,
+    /// (network, host, id) -> record
+    names: BTreeMap<(String, String, String), RemoteName>,
 }
 
 impl View {
@@ -59,6 +63,11 @@ impl View {
                     self.blocks.insert((n, b), r);
                 }
             }
+            Some(Key::Name(n, h, id)) => {
+                if let Ok(r) = serde_json::from_slice(&kv.value) {
+                    self.names.insert((n, h, id), r);
+                }
+            }
             None => {}
         }
     }
@@ -73,6 +82,9 @@ impl View {
             }
             Some(Key::Block(n, b)) => {
                 self.blocks.remove(&(n, b));
+            }
+            Some(Key::Name(n, h, id)) => {
+                self.names.remove(&(n, h, id));
             }
             None => {}
         }
@@ -92,6 +104,123 @@ impl View {
                 })
             })
             .collect()
+    }
+}
+
+impl View {
+    /// Other live hosts' containers on network `net`, for the DNS daemon.
+    fn remote_names(&self, me: &str, net: &str) -> Vec<RemoteName> {
+        self.names
+            .iter()
+            .filter(|((n, h, _), _)| n == net && h != me && self.hosts.contains_key(h))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+}
+
+/// This host's containers on overlay networks, as name records keyed for etcd.
+fn local_names(dirs: &Dirs, me: &str, view: &View) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for ep in endpoint::list(dirs).unwrap_or_default() {
+        if ep.state != EpState::Ready {
+            continue;
+        }
+        for a in &ep.attachments {
+            let Some(net) = view.networks.get(a.network.as_str()) else {
+                continue;
+            };
+            if !net.dns {
+                continue;
+            }
+            let r = RemoteName {
+                id: ep.id.to_string(),
+                host: me.to_string(),
+                hostname: ep.hostname.clone(),
+                aliases: ep.aliases.clone(),
+                ip: a.ipv4,
+            };
+            out.insert(
+                super::key_name(a.network.as_str(), me, ep.id.as_str()),
+                serde_json::to_vec(&r).expect("name record serialises"),
+            );
+        }
+    }
+    out
+}
+
+/// Names this agent has put in etcd, under which lease.
+#[derive(Default)]
+struct Published {
+    lease: Option<i64>,
+    keys: BTreeMap<String, Vec<u8>>,
+    /// What was last written for the DNS daemon, per network.
+    remote_files: BTreeMap<String, Vec<RemoteName>>,
+}
+
+impl Published {
+    /// Put new and changed local names, delete gone ones; all under the host's lease, so they
+    /// vanish with the host. False: etcd failed, try again later.
+    fn sync(
+        &mut self,
+        store: &dyn ClusterStore,
+        lease: Option<i64>,
+        want: BTreeMap<String, Vec<u8>>,
+    ) -> bool {
+        let Some(l) = lease else { return false };
+        if self.lease != Some(l) {
+            // A new lease (first run, or the old one expired): everything again.
+            self.keys.clear();
+            self.lease = Some(l);
+        }
+        for (k, v) in &want {
+            if self.keys.get(k) == Some(v) {
+                continue;
+            }
+            if let Err(e) = store.put(k, v, Some(l)) {
+                log(&format!("publishing names: {e}"));
+                return false;
+            }
+            self.keys.insert(k.clone(), v.clone());
+        }
+        let gone: Vec<String> = self
+            .keys
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Err(e) = store.delete(&k) {
+                log(&format!("withdrawing names: {e}"));
+                return false;
+            }
+            self.keys.remove(&k);
+        }
+        true
+    }
+
+    /// Write other hosts' names where the DNS daemon reads them (only what changed).
+    fn write_remote(&mut self, dirs: &Dirs, me: &str, view: &View) {
+        let dir = remote_names_dir(dirs);
+        for name in view.networks.keys() {
+            let names = view.remote_names(me, name);
+            if self.remote_files.get(name) == Some(&names) {
+                continue;
+            }
+            let rn = RemoteNames {
+                network: name.clone(),
+                names: names.clone(),
+            };
+            let json = serde_json::to_vec(&rn).expect("names serialise");
+            let r = crate::state::ensure_dir(&dir).and_then(|_| {
+                crate::state::atomic_write(&dir.join(format!("{name}.json")), &json, false)
+            });
+            match r {
+                Ok(()) => {
+                    self.remote_files.insert(name.clone(), names);
+                }
+                Err(e) => log(&format!("writing names of network {name}: {e}")),
+            }
+        }
     }
 }
 
@@ -137,15 +266,29 @@ pub fn run(dirs: &Dirs, opts: &AgentOpts) -> Result<()> {
     })
     .expect("host record serialises");
     reconcile(dirs, &cfg, &host, mtu, &view, &mut programmed);
+    let mut published = Published::default();
+    // Local names are republished when the endpoints directory changes (or after a failure).
+    let mut names_stamp = None;
+    let mut names_dirty = true;
     loop {
         if opts.run_for.is_some_and(|d| started.elapsed() >= d) {
             return Ok(());
         }
         if Instant::now() >= next_keepalive {
             next_keepalive = Instant::now() + keepalive_every;
+            let was = lease;
             lease = register(store.as_ref(), &cfg, lease, opts.lease_ttl, &host_value);
+            names_dirty |= lease != was;
         }
-        let wait = next_keepalive.saturating_duration_since(Instant::now());
+        let stamp = dir_stamp(&dirs.endpoints_dir());
+        if names_dirty || stamp != names_stamp {
+            names_stamp = stamp;
+            let want = local_names(dirs, &cfg.name, &view);
+            names_dirty = !published.sync(store.as_ref(), lease, want);
+        }
+        let wait = next_keepalive
+            .saturating_duration_since(Instant::now())
+            .min(NAMES_POLL);
         let first = match rx.recv_timeout(wait) {
             Ok(m) => m,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
@@ -191,8 +334,20 @@ pub fn run(dirs: &Dirs, opts: &AgentOpts) -> Result<()> {
         }
         if changed {
             reconcile(dirs, &cfg, &host, mtu, &view, &mut programmed);
+            published.write_remote(dirs, &cfg.name, &view);
+            names_dirty = true;
         }
     }
+}
+
+/// How often the agent looks for local containers that came or went.
+const NAMES_POLL: Duration = Duration::from_millis(200);
+
+fn dir_stamp(p: &std::path::Path) -> Option<(i64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.mtime(), m.mtime_nsec(), m.ino() as i64))
 }
 
 fn log(msg: &str) {

@@ -5,6 +5,8 @@
 //! /nethook/v1/networks/NAME            network definition (the Network JSON, cluster subnet)
 //! /nethook/v1/hosts/HOST               {"vtep_ip": IP} attached to the host agent's lease
 //! /nethook/v1/blocks/NAME/A.B.C.D-P    {"host": HOST, "mac": VXLAN MAC}, created in a txn
+//! /nethook/v1/names/NAME/HOST/ID       {"id", "host", "hostname", "aliases", "ip"}: a container's
+//!                                      DNS record, written by its host's agent under its lease
 //! ```
 //! The hook reads and writes only its own host's keys, and only when the host needs a new
 //! address block; everything else is local files. The agent watches the prefix and programs
@@ -38,6 +40,9 @@ pub fn key_host(host: &str) -> String {
 pub fn blocks_prefix(net: &str) -> String {
     format!("{PREFIX}blocks/{net}/")
 }
+pub fn key_name(net: &str, host: &str, id: &str) -> String {
+    format!("{PREFIX}names/{net}/{host}/{id}")
+}
 pub fn key_block(net: &str, block: Ipv4Net) -> String {
     format!(
         "{}{}-{}",
@@ -53,6 +58,8 @@ pub enum Key {
     Network(String),
     Host(String),
     Block(String, Ipv4Net),
+    /// (network, host, container id)
+    Name(String, String, String),
 }
 
 pub fn parse_key(key: &str) -> Option<Key> {
@@ -61,6 +68,11 @@ pub fn parse_key(key: &str) -> Option<Key> {
     match kind {
         "networks" => Some(Key::Network(rest.to_string())),
         "hosts" => Some(Key::Host(rest.to_string())),
+        "names" => {
+            let mut it = rest.splitn(3, '/');
+            let (n, h, id) = (it.next()?, it.next()?, it.next()?);
+            Some(Key::Name(n.into(), h.into(), id.into()))
+        }
         "blocks" => {
             let (net, b) = rest.split_once('/')?;
             let (ip, p) = b.rsplit_once('-')?;
@@ -468,6 +480,10 @@ mod tests {
             Some(Key::Network("ov".into()))
         );
         assert_eq!(parse_key("/other/x"), None);
+        assert_eq!(
+            parse_key(&key_name("ov", "h1", "c1")),
+            Some(Key::Name("ov".into(), "h1".into(), "c1".into()))
+        );
         assert!(vxlan_name(0xff_ffff).len() <= 15);
     }
 
