@@ -338,7 +338,7 @@ impl Cluster {
         if cut {
             run(
                 Sandbox::cmd_in(&p, "nft").args([
-                    "add table ip nhtcut; add chain ip nhtcut out { type filter hook output priority 0; }; add rule ip nhtcut out ip daddr 192.168.100.254 tcp dport 2379 drop",
+                    "add table ip nhtcut; add chain ip nhtcut out { type filter hook output priority 0; }; add rule ip nhtcut out ip daddr 192.168.100.254 tcp dport 2379 drop; add chain ip nhtcut in { type filter hook input priority 0; }; add rule ip nhtcut in ip saddr 192.168.100.254 tcp sport 2379 drop",
                 ]),
                 None,
             )
@@ -635,7 +635,12 @@ fn etcd_outage_and_partition_keep_containers_working() {
     ]);
     assert!(wait_until(Duration::from_secs(2), || c.hosts[0]
         .has_route_to("10.200.99.0/24")));
+    assert!(
+        !c.hosts[1].has_route_to("10.200.99.0/24"),
+        "h2 heard of h9 through the partition"
+    );
     c.partition(1, false);
+    let t = Instant::now();
     let caught_up = wait_until(Duration::from_secs(40), || {
         c.hosts[1].has_route_to("10.200.99.0/24")
     });
@@ -644,6 +649,7 @@ fn etcd_outage_and_partition_keep_containers_working() {
         "h2 did not catch up after the partition:\n{}",
         c.agent_log(1)
     );
+    eprintln!("h2 caught up {:?} after the partition healed", t.elapsed());
     assert_eq!(get(&b2, ip_a2).as_deref(), Some("from-h1-new"));
 }
 

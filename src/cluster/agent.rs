@@ -387,36 +387,62 @@ fn register(
     }
 }
 
-/// List the prefix, then follow it; after a break, wait a moment and list again.
+/// List the prefix, then follow it. After a break (etcd down, a partition, a watch silent for
+/// 30 s) watch again from the last revision seen, so the events missed meanwhile arrive; list
+/// again only when etcd cancels the watch (that revision was compacted away).
 fn watch_loop(store: &dyn ClusterStore, tx: mpsc::Sender<Msg>) {
     let mut down = false;
+    // The revision the agent's view is at; None: list first.
+    let mut at: Option<i64> = None;
     loop {
-        match store.range(PREFIX) {
-            Ok((kvs, rev)) => {
-                down = false;
-                if tx.send(Msg::Snapshot(kvs)).is_err() {
-                    return;
+        let rev = match at {
+            Some(r) => r,
+            None => match store.range(PREFIX) {
+                Ok((kvs, rev)) => {
+                    down = false;
+                    if tx.send(Msg::Snapshot(kvs)).is_err() {
+                        return;
+                    }
+                    rev
                 }
-                let r = store.watch(PREFIX, rev + 1, &mut |evs| {
-                    tx.send(Msg::Events(evs)).is_ok()
-                });
-                if let Err(e) = r {
-                    if tx.send(Msg::Down(e.to_string())).is_err() {
+                Err(e) => {
+                    if !down && tx.send(Msg::Down(e.to_string())).is_err() {
                         return;
                     }
                     down = true;
+                    std::thread::sleep(RETRY);
+                    continue;
                 }
-            }
+            },
+        };
+        let mut seen = rev;
+        let r = store.watch(PREFIX, rev + 1, &mut |evs, r| {
+            seen = seen.max(r);
+            down = false;
+            tx.send(Msg::Events(evs)).is_ok()
+        });
+        at = Some(seen);
+        match r {
+            Ok(true) => return,
+            Ok(false) => at = None,
             Err(e) => {
-                if !down && tx.send(Msg::Down(e.to_string())).is_err() {
-                    return;
+                let why = e.to_string();
+                // Only idle (no event for 30 s): renew at once, nothing to report.
+                let idle = why.contains("timed out") || why.contains("temporarily unavailable");
+                if !idle {
+                    if !down && tx.send(Msg::Down(why)).is_err() {
+                        return;
+                    }
+                    down = true;
+                    std::thread::sleep(RETRY);
                 }
-                down = true;
             }
         }
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// Pause between attempts to reach etcd again.
+const RETRY: Duration = Duration::from_millis(250);
 
 /// Bring every overlay network's device and peers in line with the view. Errors are logged:
 /// one network's trouble does not stop the others, and the next change retries.

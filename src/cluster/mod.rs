@@ -376,7 +376,7 @@ pub fn claim_block(
 #[cfg(test)]
 pub mod mem {
     //! An in-memory ClusterStore for unit tests.
-    use super::store::{ClusterStore, Event, Kv};
+    use super::store::{ClusterStore, Kv};
     use crate::error::{Error, Result};
     use std::collections::BTreeMap;
     use std::sync::Mutex;
@@ -445,8 +445,8 @@ pub mod mem {
         fn keepalive(&self, _lease: i64) -> Result<bool> {
             Ok(true)
         }
-        fn watch(&self, _p: &str, _f: i64, _cb: &mut dyn FnMut(Vec<Event>) -> bool) -> Result<()> {
-            Ok(())
+        fn watch(&self, _p: &str, _f: i64, _cb: &mut super::store::WatchFn<'_>) -> Result<bool> {
+            Ok(false)
         }
         fn describe(&self) -> String {
             "mem".into()

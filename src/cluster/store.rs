@@ -25,6 +25,9 @@ pub enum Event {
     Delete(String),
 }
 
+/// What a watch calls with each batch of events and the revision they bring the caller to.
+pub type WatchFn<'a> = dyn FnMut(Vec<Event>, i64) -> bool + 'a;
+
 pub trait ClusterStore: Send + Sync {
     /// Every key under `prefix`, and the store's revision at that moment.
     fn range(&self, prefix: &str) -> Result<(Vec<Kv>, i64)>;
@@ -39,8 +42,10 @@ pub trait ClusterStore: Send + Sync {
     /// Refresh a lease; false: it has expired (grant a new one and put the keys again).
     fn keepalive(&self, lease: i64) -> Result<bool>;
     /// Watch every key under `prefix` from revision `from`; calls `f` with each batch of
-    /// events until `f` returns false or the stream breaks (an error: the caller lists again).
-    fn watch(&self, prefix: &str, from: i64, f: &mut dyn FnMut(Vec<Event>) -> bool) -> Result<()>;
+    /// events and the revision they bring the caller to, until `f` returns false (Ok(true)),
+    /// the store cancels the watch, e.g. because `from` was compacted away (Ok(false): list
+    /// again), or the stream breaks (an error: watch again from the last revision seen).
+    fn watch(&self, prefix: &str, from: i64, f: &mut WatchFn<'_>) -> Result<bool>;
     /// What to call the store in messages.
     fn describe(&self) -> String;
 }
@@ -211,7 +216,7 @@ impl ClusterStore for Etcd {
         Ok(r.pointer("/result/TTL").map(int).unwrap_or(0) > 0)
     }
 
-    fn watch(&self, prefix: &str, from: i64, f: &mut dyn FnMut(Vec<Event>) -> bool) -> Result<()> {
+    fn watch(&self, prefix: &str, from: i64, f: &mut WatchFn<'_>) -> Result<bool> {
         let at = self.good.load(Ordering::Relaxed) % self.endpoints.len();
         let (url, ep) = &self.endpoints[at];
         let body = json!({"create_request": {
@@ -245,7 +250,7 @@ impl ClusterStore for Etcd {
                 .and_then(Value::as_bool)
                 .unwrap_or(false)
             {
-                return Err(self.unreachable(format!("{url}: watch canceled: {res}")));
+                return Ok(false);
             }
             let events: Vec<Event> = res
                 .get("events")
@@ -262,8 +267,9 @@ impl ClusterStore for Etcd {
                         .collect()
                 })
                 .unwrap_or_default();
-            if !events.is_empty() && !f(events) {
-                return Ok(());
+            let rev = res.pointer("/header/revision").map(int).unwrap_or(0);
+            if !events.is_empty() && !f(events, rev) {
+                return Ok(true);
             }
         }
         Err(self.unreachable(format!("{url}: watch stream closed")))
