@@ -155,6 +155,8 @@ struct Published {
     keys: BTreeMap<String, Vec<u8>>,
     /// What was last written for the DNS daemon, per network.
     remote_files: BTreeMap<String, Vec<RemoteName>>,
+    /// How many overlay networks the view had when the names were last computed.
+    networks_seen: usize,
 }
 
 impl Published {
@@ -267,6 +269,7 @@ pub fn run(dirs: &Dirs, opts: &AgentOpts) -> Result<()> {
     .expect("host record serialises");
     reconcile(dirs, &cfg, &host, mtu, &view, &mut programmed);
     let mut published = Published::default();
+    let mut failing: Option<String> = None;
     // Local names are republished when the endpoints directory changes (or after a failure).
     let mut names_stamp = None;
     let mut names_dirty = true;
@@ -277,7 +280,14 @@ pub fn run(dirs: &Dirs, opts: &AgentOpts) -> Result<()> {
         if Instant::now() >= next_keepalive {
             next_keepalive = Instant::now() + keepalive_every;
             let was = lease;
-            lease = register(store.as_ref(), &cfg, lease, opts.lease_ttl, &host_value);
+            lease = register(
+                store.as_ref(),
+                &cfg,
+                lease,
+                opts.lease_ttl,
+                &host_value,
+                &mut failing,
+            );
             names_dirty |= lease != was;
         }
         let stamp = dir_stamp(&dirs.endpoints_dir());
@@ -313,6 +323,9 @@ pub fn run(dirs: &Dirs, opts: &AgentOpts) -> Result<()> {
                         view.apply_put(kv);
                     }
                     changed = true;
+                    // Whatever etcd lost meanwhile: this host's names go in again.
+                    published.keys.clear();
+                    names_dirty = true;
                     log(&format!(
                         "in sync: {} hosts, {} blocks, {} networks",
                         view.hosts.len(),
@@ -335,7 +348,9 @@ pub fn run(dirs: &Dirs, opts: &AgentOpts) -> Result<()> {
         if changed {
             reconcile(dirs, &cfg, &host, mtu, &view, &mut programmed);
             published.write_remote(dirs, &cfg.name, &view);
-            names_dirty = true;
+            // A network learned now may have local containers to publish.
+            names_dirty |= published.networks_seen != view.networks.len();
+            published.networks_seen = view.networks.len();
         }
     }
 }
@@ -362,13 +377,29 @@ fn register(
     lease: Option<i64>,
     ttl: u64,
     value: &[u8],
+    failing: &mut Option<String>,
 ) -> Option<i64> {
+    // Each failure is logged once, not at every retry; the recovery too.
+    let mut report = |r: std::result::Result<(), String>| match (r, failing.is_some()) {
+        (Ok(()), true) => {
+            log("etcd reachable again");
+            *failing = None;
+        }
+        (Err(e), _) if failing.as_deref() != Some(e.as_str()) => {
+            log(&e);
+            *failing = Some(e);
+        }
+        _ => {}
+    };
     if let Some(l) = lease {
         match store.keepalive(l) {
-            Ok(true) => return Some(l),
+            Ok(true) => {
+                report(Ok(()));
+                return Some(l);
+            }
             Ok(false) => log("lease expired: registering again"),
             Err(e) => {
-                log(&format!("keepalive: {e}"));
+                report(Err(format!("keepalive: {e}")));
                 return Some(l);
             }
         }
@@ -379,9 +410,12 @@ fn register(
             .map(|_| l)
     });
     match r {
-        Ok(l) => Some(l),
+        Ok(l) => {
+            report(Ok(()));
+            Some(l)
+        }
         Err(e) => {
-            log(&format!("registering: {e}"));
+            report(Err(format!("registering: {e}")));
             None
         }
     }
