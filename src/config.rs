@@ -207,19 +207,31 @@ pub fn overlay_block_file(dirs: &Dirs, name: &NetworkName) -> std::path::PathBuf
     dirs.config.join("overlay").join(format!("{name}.block"))
 }
 
-/// This host's block of overlay network `name`, if it holds one.
+/// This host's first block of overlay network `name` (its bridge's gateway and DNS are there),
+/// if it holds one.
 pub fn overlay_block(dirs: &Dirs, name: &NetworkName) -> Result<Option<Ipv4Net>> {
+    Ok(overlay_blocks(dirs, name)?.into_iter().next())
+}
+
+/// Every block this host holds on overlay network `name`, in the order claimed: one a line.
+pub fn overlay_blocks(dirs: &Dirs, name: &NetworkName) -> Result<Vec<Ipv4Net>> {
     let path = overlay_block_file(dirs, name);
-    match state::read_optional(&path)? {
-        None => Ok(None),
-        Some(t) => t.trim().parse().map(Some).map_err(|_| {
-            Error::invalid(
-                format!("block file {}", path.display()),
-                format!("{:?} is not a CIDR", t.trim()),
-                "remove the file (the host's claim in etcd is found again)",
-            )
-        }),
-    }
+    let Some(t) = state::read_optional(&path)? else {
+        return Ok(Vec::new());
+    };
+    t.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.parse().map_err(|_| {
+                Error::invalid(
+                    format!("block file {}", path.display()),
+                    format!("{l:?} is not a CIDR"),
+                    "remove the file (the host's claims in etcd are found again)",
+                )
+            })
+        })
+        .collect()
 }
 
 impl Network {

@@ -127,6 +127,12 @@ pub fn allocate(
     ))
 }
 
+/// True when `e` is `allocate` saying the pool has no free address (an overlay host then tries
+/// its next block, or claims one).
+pub fn is_exhausted(e: &Error) -> bool {
+    e.to_string().contains("no free address left")
+}
+
 /// The run-dir lease store of one network. The caller holds the network lock.
 pub struct FileLeases {
     dir: std::path::PathBuf,

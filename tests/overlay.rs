@@ -388,9 +388,16 @@ fn setup(short: &str, n: usize) -> Option<Cluster> {
 }
 
 /// `dig +short NAME` from container `from`'s namespace, asking its gateway (nethook's DNS).
-fn dig(from: &Ctr, ip_from: Ipv4Addr, name: &str) -> String {
-    let o = ip_from.octets();
-    let gw = format!("@{}.{}.{}.1", o[0], o[1], o[2]);
+fn dig(from: &Ctr, _ip_from: Ipv4Addr, name: &str) -> String {
+    let route = run(
+        Sandbox::cmd_in(&from.netns(), "ip").args(["-4", "route", "show", "default"]),
+        None,
+    )
+    .stdout;
+    let gw = format!(
+        "@{}",
+        route.split_whitespace().nth(2).expect("a default route")
+    );
     run(
         Sandbox::cmd_in(&from.netns(), "dig").args(["+short", "+time=1", "+tries=1", &gw, name]),
         None,
@@ -494,6 +501,8 @@ fn containers_on_different_hosts_reach_each_other_and_hosts_come_and_go() {
         dig(&a, ip_a, &h3.id),
         std::fs::read_to_string(c.hosts[0].run_dir.join("overlay-names/ov.json")),
     );
+    assert!(wait_until(Duration::from_secs(3), || dig(&b, ip_b, &h3.id)
+        == ip_c.to_string()));
     let by_name: Ipv4Addr = dig(&b, ip_b, &h3.id).parse().expect("an address");
     assert_eq!(get(&b, by_name).as_deref(), Some("from-h3"));
 
@@ -771,4 +780,77 @@ fn throughput_across_hosts_against_the_underlay() {
 fn get_route(c: &Cluster, ip: Ipv4Addr) -> bool {
     let o = ip.octets();
     c.hosts[0].has_route_to(&format!("{}.{}.{}.0/24", o[0], o[1], o[2]))
+}
+
+#[test]
+fn a_host_claims_another_block_when_its_block_is_full() {
+    if !can_run("ovb", &[RUNC_TOOLS, &["etcd", "dig"]].concat()) {
+        return;
+    }
+    let c = Cluster::new("ovb", 2);
+    c.join_all();
+    c.hosts[0]
+        .nethook(&[
+            "network",
+            "create",
+            NET,
+            "--driver",
+            "overlay",
+            "--subnet",
+            SUBNET,
+            "--block-prefix",
+            "29",
+        ])
+        .ok();
+    c.start_agent(0);
+    c.start_agent(1);
+    let (b, ip_b) = c.server(1, "from-h2");
+    // A /29 block leaves 5 addresses for containers: fill h1's first block by hand.
+    let filler = |n: usize| {
+        let ns = c.sb.add_netns(&format!("f{n}"));
+        c.hosts[0].nethook(&[
+            "attach",
+            &format!("/run/netns/{ns}"),
+            "--network",
+            NET,
+            "--id",
+            &format!("fill{n}"),
+        ])
+    };
+    for n in 0..5 {
+        filler(n).ok();
+    }
+    let (a, ip_a) = c.server(0, "from-h1-second-block");
+    let held = std::fs::read_to_string(c.hosts[0].config_dir.join("overlay/ov.block")).unwrap();
+    assert_eq!(held.lines().count(), 2, "h1 holds two blocks: {held}");
+    let second: ipnet::Ipv4Net = held.lines().nth(1).unwrap().parse().unwrap();
+    assert!(
+        second.contains(&ip_a),
+        "{ip_a} in the second block {second}"
+    );
+    // The container of the second block has its gateway there and is reachable from h2, by
+    // address and by name; h2 routes both of h1's blocks.
+    let ok = wait_until(Duration::from_secs(3), || {
+        get(&b, ip_a).as_deref() == Some("from-h1-second-block")
+    });
+    assert!(ok, "h2 -> h1's second block:\n{}", c.hosts[1].routes());
+    assert_eq!(get(&a, ip_b).as_deref(), Some("from-h2"));
+    assert!(wait_until(Duration::from_secs(3), || dig(&a, ip_a, &b.id)
+        == ip_b.to_string()));
+    assert!(wait_until(Duration::from_secs(3), || dig(&b, ip_b, &a.id)
+        == ip_a.to_string()));
+    assert_eq!(c.hosts[1].vxlan_routes(), 2, "{}", c.hosts[1].routes());
+
+    // etcd down: the rest of the second block still fills; past it, a clear error.
+    c.stop_etcd();
+    for n in 5..9 {
+        filler(n).ok();
+    }
+    let r = filler(9);
+    r.refused(&["every address block this host holds", "is full", ETCD_IP]);
+    // etcd back: a third block.
+    c.start_etcd();
+    filler(10).ok();
+    let held = std::fs::read_to_string(c.hosts[0].config_dir.join("overlay/ov.block")).unwrap();
+    assert_eq!(held.lines().count(), 3, "{held}");
 }

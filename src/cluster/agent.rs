@@ -547,7 +547,12 @@ fn reconcile(
         let gone: Vec<RemotePeer> = p.peers.difference(&want).cloned().collect();
         let new: Vec<RemotePeer> = want.difference(&p.peers).cloned().collect();
         for peer in &gone {
-            match host.remove_peer(p.index, peer) {
+            // A host with several blocks shares one FDB entry among them: keep it while any
+            // of its blocks stays.
+            let shared = want
+                .iter()
+                .any(|w| w.mac == peer.mac && w.vtep == peer.vtep);
+            match host.remove_peer(p.index, peer, !shared) {
                 Ok(()) => {
                     p.peers.remove(peer);
                 }

@@ -310,19 +310,81 @@ pub fn local_view(dirs: &Dirs, net: Network) -> Result<Network> {
     if let Some(b) = config::overlay_block(dirs, &net.name)? {
         return Ok(net.with_block(b));
     }
-    let cfg = ClusterConfig::load_required(dirs)?;
-    let store = cfg.store()?;
-    let block = claim_block(&store, &cfg.name, &net.name, &info).map_err(|e| {
+    let block = claim_recorded(dirs, &net.name, &info, &[]).map_err(|e| {
         Error::invalid(
             format!("network {}", net.name),
             format!("this host holds no address block yet and claiming one failed: {e}"),
             "start etcd or check that this host reaches it (hosts holding a block keep starting containers)",
         )
     })?;
-    let path = config::overlay_block_file(dirs, &net.name);
-    state::ensure_dir(path.parent().expect("block file has a parent"))?;
-    state::atomic_write(&path, format!("{block}\n").as_bytes(), true)?;
     Ok(net.with_block(block))
+}
+
+/// Claim one more block in etcd and add it to the host's block file. The caller holds the
+/// network's lock.
+fn claim_recorded(
+    dirs: &Dirs,
+    name: &NetworkName,
+    info: &config::OverlayInfo,
+    held: &[Ipv4Net],
+) -> Result<Ipv4Net> {
+    let cfg = ClusterConfig::load_required(dirs)?;
+    let store = cfg.store()?;
+    let block = claim_block(&store, &cfg.name, name, info, held)?;
+    let path = config::overlay_block_file(dirs, name);
+    state::ensure_dir(path.parent().expect("block file has a parent"))?;
+    let mut text = String::new();
+    for b in held.iter().chain(std::iter::once(&block)) {
+        text.push_str(&format!("{b}\n"));
+    }
+    state::atomic_write(&path, text.as_bytes(), true)?;
+    Ok(block)
+}
+
+/// Lease an address for `id` on `net` (the caller holds the network's lock): on an overlay
+/// network from the first of this host's blocks with room, claiming another block in etcd
+/// only when all are full. Returns the address and the view of the block it is in (its
+/// prefix and gateway are the container's).
+pub fn allocate(
+    dirs: &Dirs,
+    leases: &mut dyn crate::ipam::LeaseStore,
+    net: &Network,
+    id: &crate::names::ContainerId,
+    want: Option<Ipv4Addr>,
+) -> Result<(Ipv4Addr, Network)> {
+    let Some(info) = net.overlay.clone() else {
+        return Ok((crate::ipam::allocate(leases, net, id, want)?, net.clone()));
+    };
+    let held = config::overlay_blocks(dirs, &net.name)?;
+    if let Some(ip) = want {
+        let b = held.iter().find(|b| b.contains(&ip)).or(held.first());
+        let v = match b {
+            Some(b) => net.clone().with_block(*b),
+            None => net.clone(),
+        };
+        return Ok((crate::ipam::allocate(leases, &v, id, Some(ip))?, v));
+    }
+    for b in &held {
+        let v = net.clone().with_block(*b);
+        match crate::ipam::allocate(leases, &v, id, None) {
+            Ok(ip) => return Ok((ip, v)),
+            Err(e) if crate::ipam::is_exhausted(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let list: Vec<String> = held.iter().map(|b| b.to_string()).collect();
+    let block = claim_recorded(dirs, &net.name, &info, &held).map_err(|e| {
+        Error::invalid(
+            format!("network {}", net.name),
+            format!(
+                "every address block this host holds ({}) is full and claiming another failed: {e}",
+                list.join(", ")
+            ),
+            "start etcd or check that this host reaches it, or stop containers on this host",
+        )
+    })?;
+    let v = net.clone().with_block(block);
+    Ok((crate::ipam::allocate(leases, &v, id, None)?, v))
 }
 
 /// Claim a free block of `info.subnet` for `host` (or find the one it already holds): a
@@ -332,6 +394,7 @@ pub fn claim_block(
     host: &str,
     net: &NetworkName,
     info: &config::OverlayInfo,
+    held: &[Ipv4Net],
 ) -> Result<Ipv4Net> {
     let (kvs, _) = store.range(&blocks_prefix(net.as_str()))?;
     let mut taken = std::collections::HashSet::new();
@@ -340,7 +403,8 @@ pub fn claim_block(
             continue;
         };
         if let Ok(r) = serde_json::from_slice::<BlockRecord>(&kv.value) {
-            if r.host == host {
+            // A block this host holds in etcd but not locally (its file was lost): take it back.
+            if r.host == host && !held.contains(&b) {
                 return Ok(b);
             }
         }
@@ -491,20 +555,25 @@ mod tests {
     fn hosts_get_distinct_blocks_and_keep_theirs() {
         let m = mem::Mem::default();
         let net = NetworkName::new("ov").unwrap();
-        let a = claim_block(&m, "a", &net, &info()).unwrap();
-        let b = claim_block(&m, "b", &net, &info()).unwrap();
+        let a = claim_block(&m, "a", &net, &info(), &[]).unwrap();
+        let b = claim_block(&m, "b", &net, &info(), &[]).unwrap();
         assert_ne!(a, b);
         assert_eq!(
-            claim_block(&m, "a", &net, &info()).unwrap(),
+            claim_block(&m, "a", &net, &info(), &[]).unwrap(),
             a,
-            "a keeps its block"
+            "a finds its block again"
         );
-        claim_block(&m, "c", &net, &info()).unwrap();
-        claim_block(&m, "d", &net, &info()).unwrap();
-        let e = claim_block(&m, "e", &net, &info()).unwrap_err().to_string();
+        let a2 = claim_block(&m, "a", &net, &info(), &[a]).unwrap();
+        assert!(a2 != a && a2 != b, "a second block for a: {a2}");
+        claim_block(&m, "c", &net, &info(), &[]).unwrap();
+        let e = claim_block(&m, "e", &net, &info(), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("every /24 block"), "{e}");
         m.down.store(true, std::sync::atomic::Ordering::Relaxed);
-        let e = claim_block(&m, "f", &net, &info()).unwrap_err().to_string();
+        let e = claim_block(&m, "f", &net, &info(), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("etcd at mem"), "{e}");
     }
 }

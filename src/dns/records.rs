@@ -193,7 +193,11 @@ impl Records {
                         r.nets.push(Net {
                             name: net.name.to_string(),
                             gateway: gw,
-                            subnet: net.subnet4().subnet,
+                            // Overlay: containers of every block of this host ask here.
+                            subnet: net
+                                .overlay
+                                .as_ref()
+                                .map_or(net.subnet4().subnet, |o| o.subnet),
                             internal: net.internal,
                             upstreams: net.dns_upstreams.clone(),
                             in_container: super::listens_in_container(net),

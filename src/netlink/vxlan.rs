@@ -133,9 +133,13 @@ impl RouteSocket {
             .map_err(|e| kernel(format!("adding route {} via {gw}", p.block), &e))
     }
 
-    /// Remove one remote peer's entries; what is already gone is success.
-    pub fn remove_peer(&self, index: u32, p: &RemotePeer) -> Result<()> {
+    /// Remove one remote peer's entries (the FDB entry only with `fdb`: another block of the
+    /// same host may use it); what is already gone is success.
+    pub fn remove_peer(&self, index: u32, p: &RemotePeer, fdb: bool) -> Result<()> {
         self.remove_route_and_neigh(index, p.block)?;
+        if !fdb {
+            return Ok(());
+        }
         let mut m = NeighbourMessage::default();
         m.header.family = AddressFamily::Bridge;
         m.header.ifindex = index;

@@ -5,7 +5,7 @@ use crate::config::{DriverKind, Network};
 use crate::driver::{self, Ctx, Made};
 use crate::error::{Error, ErrorList, Result};
 use crate::firewall::{Change, Firewall};
-use crate::ipam::{self, FileLeases};
+use crate::ipam::FileLeases;
 use crate::names::{host_ifname, ContainerId, IfName, Mac, NetworkName};
 use crate::netlink::route::RouteSocket;
 use crate::netns::Netns;
@@ -296,17 +296,24 @@ fn plan_attachment(
     first: bool,
     undo: &mut Vec<Undo>,
 ) -> Result<Attachment> {
-    let ip = {
+    // Overlay: `view` is the host block the address is in (another is claimed when all are full).
+    let (ip, view) = {
         let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
         let mut leases = FileLeases::open(dirs, &net.name)?;
-        ipam::allocate(&mut leases, net, id, wants.ips.get(&net.name).copied())?
+        crate::cluster::allocate(
+            dirs,
+            &mut leases,
+            net,
+            id,
+            wants.ips.get(&net.name).copied(),
+        )?
     };
     undo.push(Undo::Lease(net.name.clone(), ip));
     let mac = match (first, wants.mac) {
         (true, Some(m)) => m,
         _ => Mac::from_ipv4(ip),
     };
-    let s = net.subnet4();
+    let s = view.subnet4();
     let s6 = net.subnet6();
     let mut tuning = crate::tuning::Tuning::from_options(&net.options)?.overlay(&wants.tuning);
     let mtu = tuning.mtu.take().or(net.mtu);
@@ -440,6 +447,10 @@ fn make_links_and_rules(
             _ => {
                 let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
                 let (index, created) = driver::bridge::ensure_bridge(&ctx.host, net)?;
+                if net.overlay.is_some() {
+                    // The gateway of the host block this container is in (a later block's).
+                    ctx.host.add_addr4(index, att.gateway, att.prefix_len)?;
+                }
                 if created {
                     bridges_made.push(*net);
                 }
