@@ -17,6 +17,7 @@
 #                                                            PREFIX: where podman looks for hooks)
 #   /etc/systemd/system/nethook-restore.service              restore at boot
 #   /etc/systemd/system/nethook-gc.{service,timer}           gc every 10 minutes
+#   /etc/systemd/system/nethook-agent.service                overlay agent (after cluster join)
 #   $PREFIX/share/man/man1/nethook.1
 #   $PREFIX/share/bash-completion/completions/nethook
 #   $PREFIX/share/zsh/site-functions/_nethook
@@ -67,7 +68,7 @@ esac
 hooks_dir=/usr/share/containers/oci/hooks.d
 unit_dir=/etc/systemd/system
 manifest=$PREFIX/share/nethook/installed-files
-units=(nethook-restore.service nethook-gc.service nethook-gc.timer)
+units=(nethook-restore.service nethook-gc.service nethook-gc.timer nethook-agent.service)
 
 # systemctl only for a live install on a machine that runs systemd, never into a DESTDIR.
 live_systemd() {

@@ -53,7 +53,10 @@ impl std::str::FromStr for DriverKind {
 impl DriverKind {
     /// Drivers whose containers get an interface and addresses of their own.
     pub fn has_interfaces(self) -> bool {
-        matches!(self, DriverKind::Bridge | DriverKind::Macvlan)
+        matches!(
+            self,
+            DriverKind::Bridge | DriverKind::Macvlan | DriverKind::Overlay
+        )
     }
 }
 
@@ -175,6 +178,86 @@ pub struct Network {
     /// Seconds since the epoch.
     #[serde(default)]
     pub created: u64,
+    /// Overlay networks: the cluster-wide settings (`subnets` holds this host's block once
+    /// it has one, see `load`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<OverlayInfo>,
+}
+
+/// What every host of an overlay network shares: the cluster subnet, split into per-host
+/// blocks of `/block_prefix`, and the VXLAN network identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayInfo {
+    pub subnet: Ipv4Net,
+    pub vni: u32,
+    pub block_prefix: u8,
+}
+
+/// Default size of a host's address block on an overlay network.
+pub const DEFAULT_BLOCK_PREFIX: u8 = 24;
+
+/// The VNI of an overlay network created without `--vni`: stable, from its name.
+pub fn default_vni(name: &NetworkName) -> u32 {
+    (fnv1a(&["vni", name.as_str()]) % 0xff_fffe) as u32 + 1
+}
+
+/// Where a host keeps the address block it holds on an overlay network (config dir: the
+/// claim lives in etcd and outlives reboots).
+pub fn overlay_block_file(dirs: &Dirs, name: &NetworkName) -> std::path::PathBuf {
+    dirs.config.join("overlay").join(format!("{name}.block"))
+}
+
+/// This host's first block of overlay network `name` (its bridge's gateway and DNS are there),
+/// if it holds one.
+pub fn overlay_block(dirs: &Dirs, name: &NetworkName) -> Result<Option<Ipv4Net>> {
+    Ok(overlay_blocks(dirs, name)?.into_iter().next())
+}
+
+/// Every block this host holds on overlay network `name`, in the order claimed: one a line.
+pub fn overlay_blocks(dirs: &Dirs, name: &NetworkName) -> Result<Vec<Ipv4Net>> {
+    let path = overlay_block_file(dirs, name);
+    let Some(t) = state::read_optional(&path)? else {
+        return Ok(Vec::new());
+    };
+    t.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.parse().map_err(|_| {
+                Error::invalid(
+                    format!("block file {}", path.display()),
+                    format!("{l:?} is not a CIDR"),
+                    "remove the file (the host's claims in etcd are found again)",
+                )
+            })
+        })
+        .collect()
+}
+
+impl Network {
+    /// The host-local view of an overlay network: addresses come from this host's block, whose
+    /// first address is the bridge's gateway; the rest of the cluster subnet is routed by the
+    /// agent through the VXLAN device.
+    pub fn with_block(mut self, block: Ipv4Net) -> Network {
+        self.subnets = vec![Subnet4 {
+            subnet: block,
+            gateway: Ipv4Addr::from(u32::from(block.network()) + 1),
+            ip_range: None,
+        }];
+        self
+    }
+
+    /// True for networks whose containers hang off a bridge of this host (bridge, overlay).
+    pub fn bridged(&self) -> bool {
+        self.driver.bridged()
+    }
+}
+
+impl DriverKind {
+    /// Bridge and overlay networks both give containers a veth on a local bridge.
+    pub fn bridged(self) -> bool {
+        matches!(self, DriverKind::Bridge | DriverKind::Overlay)
+    }
 }
 
 fn yes() -> bool {
@@ -205,6 +288,10 @@ pub struct NetworkSpec {
     pub macvlan_mode: Option<String>,
     pub labels: Vec<String>,
     pub opts: Vec<String>,
+    /// Overlay: `--vni` (default derived from the name).
+    pub vni: Option<u32>,
+    /// Overlay: `--block-prefix` (default 24).
+    pub block_prefix: Option<u8>,
 }
 
 /// Longest IPv6 prefix a network may have: /120 leaves 256 addresses, room for the IPv4
@@ -358,13 +445,37 @@ impl NetworkSpec {
                 format!("leave {what} out"),
             ))
         };
+        if driver != DriverKind::Overlay {
+            if self.vni.is_some() {
+                return refuse("--vni");
+            }
+            if self.block_prefix.is_some() {
+                return refuse("--block-prefix");
+            }
+        }
         match driver {
             DriverKind::Overlay => {
-                return Err(Error::invalid(
-                    format!("network {name}"),
-                    "the overlay driver is not implemented yet",
-                    "use bridge, macvlan, host or none",
-                ))
+                for (given, what) in [
+                    (self.parent.is_some(), "--parent"),
+                    (self.macvlan_mode.is_some(), "--mode"),
+                    (!self.gateways.is_empty(), "--gateway"),
+                    (self.ip_range.is_some(), "--ip-range"),
+                    (
+                        self.ipv6 || self.subnets.iter().any(|s| s.contains(':')),
+                        "IPv6",
+                    ),
+                ] {
+                    if given {
+                        return refuse(what);
+                    }
+                }
+                if self.subnets.is_empty() {
+                    return Err(Error::invalid(
+                        format!("network {name}"),
+                        "an overlay network needs its cluster subnet",
+                        "give --subnet CIDR (e.g. 10.200.0.0/16)",
+                    ));
+                }
             }
             DriverKind::Host | DriverKind::None => {
                 for (given, what) in [
@@ -402,6 +513,7 @@ impl NetworkSpec {
                     labels: parse_kvs("label", &self.labels)?,
                     options: parse_kvs("option", &self.opts)?,
                     created: now(),
+                    overlay: None,
                 });
             }
             DriverKind::Macvlan => {
@@ -619,7 +731,7 @@ impl NetworkSpec {
         }
         match options.get(OPT_DNS_LISTEN).map(String::as_str) {
             None | Some("container") => {}
-            Some("gateway") if driver == DriverKind::Bridge => {}
+            Some("gateway") if driver.bridged() => {}
             Some(other) => return Err(Error::invalid(
                 format!("option {OPT_DNS_LISTEN}={other}"),
                 if driver == DriverKind::Macvlan {
@@ -632,8 +744,37 @@ impl NetworkSpec {
         }
         let dns_upstreams = parse_dns_upstreams(&name, gateway, &self.dns_upstreams)?;
         // A macvlan network's traffic never passes the host's stack: nothing to masquerade.
-        let masquerade = driver == DriverKind::Bridge && !self.no_masquerade && !self.internal;
+        let masquerade = driver.bridged() && !self.no_masquerade && !self.internal;
+        let overlay = if driver == DriverKind::Overlay {
+            let block_prefix = self.block_prefix.unwrap_or(DEFAULT_BLOCK_PREFIX);
+            if block_prefix <= subnet.prefix_len() || block_prefix > 29 {
+                return Err(Error::invalid(
+                    format!("block prefix /{block_prefix}"),
+                    format!(
+                        "must be longer than the subnet's /{} and at most /29",
+                        subnet.prefix_len()
+                    ),
+                    "give --block-prefix 24 (256 addresses a host) or 26",
+                ));
+            }
+            let vni = self.vni.unwrap_or_else(|| default_vni(&name));
+            if !(1..=0xff_ffff).contains(&vni) {
+                return Err(Error::invalid(
+                    format!("vni {vni}"),
+                    "is outside 1-16777215",
+                    "give a 24-bit --vni",
+                ));
+            }
+            Some(OverlayInfo {
+                subnet,
+                vni,
+                block_prefix,
+            })
+        } else {
+            None
+        };
         Ok(Network {
+            overlay,
             bridge_mac,
             name,
             driver,
@@ -827,7 +968,11 @@ impl Network {
             DriverKind::Macvlan if self.parent.is_none() => {
                 bad("is a macvlan network without a parent")
             }
-            DriverKind::Overlay => bad("uses the overlay driver, which this nethook does not have"),
+            DriverKind::Overlay
+                if self.bridge.is_none() || self.bridge_mac.is_none() || self.overlay.is_none() =>
+            {
+                bad("is an overlay network without a bridge, bridge MAC or overlay settings")
+            }
             _ => Ok(self),
         }
     }
@@ -908,7 +1053,13 @@ pub fn load(dirs: &Dirs, name: &NetworkName) -> Result<Option<Network>> {
             "fix or remove the file",
         )
     })?;
-    net.check_loaded(&path).map(Some)
+    let net = net.check_loaded(&path)?;
+    if net.driver == DriverKind::Overlay {
+        if let Some(block) = overlay_block(dirs, name)? {
+            return Ok(Some(net.with_block(block)));
+        }
+    }
+    Ok(Some(net))
 }
 
 /// Load a network that must exist.
@@ -1130,9 +1281,19 @@ mod tests {
             bad.subnets = vec!["10.1.0.0/24".into()];
             assert!(bad.build(None).is_err());
         }
-        let mut s = spec("ov", "10.99.0.0/24");
+        let mut s = spec("ov", "10.99.0.0/16");
         s.driver = Some("overlay".into());
-        assert!(s.build(None).is_err());
+        let ov = s.build(None).unwrap();
+        let info = ov.overlay.clone().unwrap();
+        assert_eq!((info.block_prefix, info.vni), (24, default_vni(&ov.name)));
+        assert!(ov.bridge.is_some() && ov.masquerade);
+        let local = ov.with_block("10.99.7.0/24".parse().unwrap());
+        assert_eq!(local.subnet4().gateway, Ipv4Addr::new(10, 99, 7, 1));
+        s.block_prefix = Some(16);
+        assert!(s.build(None).is_err(), "block as large as the subnet");
+        s.block_prefix = None;
+        s.ipv6 = true;
+        assert!(s.build(None).is_err(), "IPv6 overlay");
         let mut s = spec("br", "10.99.0.0/24");
         s.parent = Some("eth0".into());
         assert!(s.build(None).is_err(), "--parent on a bridge network");

@@ -108,11 +108,29 @@ pub fn allocate(
             return Ok(ip);
         }
     }
+    if net.overlay.is_some() {
+        // One block per host and overlay network (README "Overlay networks").
+        return Err(Error::invalid(
+            format!("network {}", net.name),
+            format!(
+                "this host's block {} has no free address left ({} in use)",
+                net.subnet4().subnet,
+                pool.size()
+            ),
+            "remove containers or run 'nethook gc' (a host holds one block per overlay network: a smaller --block-prefix gives larger blocks)",
+        ));
+    }
     Err(Error::invalid(
         format!("network {}", net.name),
         format!("has no free address left ({} in use)", pool.size()),
         "remove containers or run 'nethook gc', or use a larger subnet",
     ))
+}
+
+/// True when `e` is `allocate` saying the pool has no free address (an overlay host then tries
+/// its next block, or claims one).
+pub fn is_exhausted(e: &Error) -> bool {
+    e.to_string().contains("no free address left")
 }
 
 /// The run-dir lease store of one network. The caller holds the network lock.
@@ -268,6 +286,34 @@ mod tests {
         assert_eq!(got[0], "10.0.0.2".parse::<Ipv4Addr>().unwrap());
         let e = allocate(&mut s, &n, &id(9), None).unwrap_err().to_string();
         assert!(e.contains("no free address"), "{e}");
+    }
+
+    #[test]
+    fn a_full_overlay_block_says_so() {
+        let n = NetworkSpec {
+            name: "ov".into(),
+            driver: Some("overlay".into()),
+            subnets: vec!["10.200.0.0/16".into()],
+            block_prefix: Some(29),
+            ..Default::default()
+        }
+        .build(None)
+        .unwrap()
+        .with_block("10.200.0.8/29".parse().unwrap());
+        let mut s = MemLeases::default();
+        let got: Vec<_> = (0..5)
+            .map(|i| allocate(&mut s, &n, &id(i), None).unwrap())
+            .collect();
+        assert_eq!(
+            got[0],
+            "10.200.0.10".parse::<Ipv4Addr>().unwrap(),
+            "after the gateway .9"
+        );
+        let e = allocate(&mut s, &n, &id(9), None).unwrap_err().to_string();
+        assert!(
+            e.contains("this host's block 10.200.0.8/29 has no free address"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod cli;
 // nethook as a CNI plugin, when CNI_COMMAND is set (issue 10).
+pub mod cluster;
 pub mod cni;
 pub mod config;
 // Container DNS: the daemon, its records, upstream forwarding (issue 5).

@@ -284,6 +284,8 @@ pub fn refuse_command(cmd: &crate::cli::Command) -> Option<&'static str> {
         C::Dns(_) => Some("dns"),
         C::Completions { .. } => Some("completions"),
         C::Man => Some("man"),
+        C::Cluster(_) => Some("cluster"),
+        C::Agent(_) => Some("agent"),
     }
 }
 

@@ -128,6 +128,7 @@ fn assert_installed(dest: &Path, prefix: &str) -> BTreeSet<String> {
         ("etc/systemd/system/nethook-restore.service".into(), 0o644),
         ("etc/systemd/system/nethook-gc.service".into(), 0o644),
         ("etc/systemd/system/nethook-gc.timer".into(), 0o644),
+        ("etc/systemd/system/nethook-agent.service".into(), 0o644),
         (rel("/share/man/man1/nethook.1"), 0o644),
         (rel("/share/bash-completion/completions/nethook"), 0o644),
         (rel("/share/zsh/site-functions/_nethook"), 0o644),
@@ -324,6 +325,7 @@ fn verify_units(dir: &Path, bin_path: &str) {
         "nethook-restore.service",
         "nethook-gc.service",
         "nethook-gc.timer",
+        "nethook-agent.service",
     ]
     .iter()
     .map(|u| dir.join(u))

@@ -218,7 +218,7 @@ fn ps_rows(eps: &[endpoint::Endpoint]) -> Vec<PsRow> {
                 id: e.id.to_string(),
                 network: a.network.to_string(),
                 interface: a.interface.to_string(),
-                host_interface: if a.driver == crate::config::DriverKind::Bridge {
+                host_interface: if a.driver.bridged() {
                     a.host_interface.to_string()
                 } else {
                     String::new()

@@ -1,5 +1,6 @@
 //! The command line (DESIGN.md section 2). Parsing and printing only; the work is in `ops`.
 
+mod cluster;
 mod dns;
 mod endpoint;
 mod hook;
@@ -79,6 +80,11 @@ pub enum Command {
     Man,
     /// Print the version.
     Version,
+    /// This host's overlay settings: `join` an etcd cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
+    /// The overlay agent: watches etcd, programs routes, neighbours and FDB.
+    Agent(cluster::AgentArgs),
 }
 
 /// Parse, run, print the error as one line; returns the exit code.
@@ -130,6 +136,8 @@ pub fn main() -> i32 {
         Command::Dns(c) => dns::run(&dirs, cli.format, c),
         Command::Completions { shell } => completions(*shell),
         Command::Man => man(),
+        Command::Cluster(c) => cluster::run(&dirs, cli.format, c),
+        Command::Agent(a) => cluster::agent(&dirs, a),
         Command::Version => {
             println!("nethook {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -97,6 +97,12 @@ pub struct CreateArgs {
     /// sysctl.NAME, offload.NAME, bandwidth.ingress|egress, or your own.
     #[arg(long, short = 'o')]
     pub opt: Vec<String>,
+    /// Overlay: the VXLAN network identifier (default: derived from the name).
+    #[arg(long)]
+    pub vni: Option<u32>,
+    /// Overlay: prefix length of each host's address block (default 24).
+    #[arg(long)]
+    pub block_prefix: Option<u8>,
 }
 
 pub fn run(dirs: &Dirs, format: Format, cmd: &NetworkCmd) -> anyhow::Result<()> {
@@ -121,6 +127,8 @@ pub fn run(dirs: &Dirs, format: Format, cmd: &NetworkCmd) -> anyhow::Result<()> 
                 macvlan_mode: a.mode.clone(),
                 labels: a.label.clone(),
                 opts: a.opt.clone(),
+                vni: a.vni,
+                block_prefix: a.block_prefix,
             };
             // The host's addresses, routes and links: a free subnet when none is given, the
             // macvlan parent's existence and MTU.

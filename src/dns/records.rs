@@ -99,10 +99,83 @@ pub struct Asker {
     pub visible: Vec<usize>,
 }
 
+/// Containers of other hosts on an overlay network, as the overlay agent writes them
+/// (`RUN/overlay-names/NET.json`): served like local ones to the network's local containers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemoteNames {
+    pub network: String,
+    pub names: Vec<RemoteName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct RemoteName {
+    /// The container's id (unique per host) and host: the record's identity.
+    pub id: String,
+    pub host: String,
+    pub hostname: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub ip: Ipv4Addr,
+}
+
+/// Where the overlay agent leaves other hosts' names for the DNS daemon.
+pub fn remote_names_dir(dirs: &Dirs) -> PathBuf {
+    dirs.run.join("overlay-names")
+}
+
 impl Records {
     /// Build from endpoint records and network definitions. Only `ready` endpoints count
     /// (`creating` ones are half-made, `removing` ones are going away).
     pub fn build(eps: &[Endpoint], nets: &[Network]) -> Records {
+        Self::build_with_remote(eps, nets, &[])
+    }
+
+    /// The same, plus other hosts' containers on overlay networks that have a local ready
+    /// endpoint (without one nobody here can ask).
+    pub fn build_with_remote(
+        eps: &[Endpoint],
+        nets: &[Network],
+        remote: &[RemoteNames],
+    ) -> Records {
+        let mut r = Self::build_local(eps, nets);
+        for rn in remote {
+            let Some(idx) = r.nets.iter().position(|n| n.name == rn.network) else {
+                continue;
+            };
+            for n in &rn.names {
+                if r.by_addr.contains_key(&n.ip) {
+                    continue;
+                }
+                let c = r.ctrs.len();
+                let mut names = vec![n.hostname.to_ascii_lowercase()];
+                for a in &n.aliases {
+                    let a = a.to_ascii_lowercase();
+                    if !names.contains(&a) {
+                        names.push(a);
+                    }
+                }
+                for name in names {
+                    r.names.entry(name).or_default().push((c, idx, n.ip, None));
+                }
+                r.by_addr.insert(n.ip, c);
+                r.ctrs.push(Ctr {
+                    hostname: n.hostname.clone(),
+                    addrs: vec![(idx, n.ip)],
+                    addrs6: Vec::new(),
+                    host_ifs: Vec::new(),
+                    key: EndpointKey {
+                        id: format!("{}@{}", n.id, n.host),
+                        netns_id: None,
+                    },
+                    netns: PathBuf::new(),
+                    in_container: false,
+                });
+            }
+        }
+        r
+    }
+
+    fn build_local(eps: &[Endpoint], nets: &[Network]) -> Records {
         let mut r = Records::default();
         let by_name: HashMap<&str, &Network> = nets.iter().map(|n| (n.name.as_str(), n)).collect();
         for ep in eps.iter().filter(|e| e.state == EpState::Ready) {
@@ -120,7 +193,11 @@ impl Records {
                         r.nets.push(Net {
                             name: net.name.to_string(),
                             gateway: gw,
-                            subnet: net.subnet4().subnet,
+                            // Overlay: containers of every block of this host ask here.
+                            subnet: net
+                                .overlay
+                                .as_ref()
+                                .map_or(net.subnet4().subnet, |o| o.subnet),
                             internal: net.internal,
                             upstreams: net.dns_upstreams.clone(),
                             in_container: super::listens_in_container(net),
@@ -135,7 +212,7 @@ impl Records {
                 }
                 // Only a bridge attachment has a host-side link whose absence tells the
                 // container is gone (a macvlan child lives in the container's namespace).
-                if a.driver == crate::config::DriverKind::Bridge {
+                if a.driver.bridged() {
                     host_ifs.push(a.host_interface.to_string());
                 }
             }
@@ -452,11 +529,15 @@ impl<T: serde::de::DeserializeOwned + Clone> DirCache<T> {
 pub struct Loader {
     endpoints: DirCache<Endpoint>,
     networks: DirCache<Network>,
+    remote: DirCache<RemoteNames>,
     endpoints_dir: PathBuf,
     networks_dir: PathBuf,
-    /// Modification times of the two directories at the last scan: a create, rename or unlink
-    /// in either changes them, so a poll costs two stats.
-    stamp: Option<(Option<FileKey>, Option<FileKey>)>,
+    remote_dir: PathBuf,
+    /// For overlay networks' host blocks (`config::overlay_block`).
+    dirs: Dirs,
+    /// Modification times of the directories at the last scan: a create, rename or unlink
+    /// in any changes them, so a poll costs three stats.
+    stamp: Option<(Option<FileKey>, Option<FileKey>, Option<FileKey>)>,
 }
 
 fn dir_key(p: &Path) -> Option<FileKey> {
@@ -468,23 +549,46 @@ impl Loader {
         Loader {
             endpoints: DirCache::new(dirs.endpoints_dir()),
             networks: DirCache::new(dirs.networks_dir()),
+            remote: DirCache::new(remote_names_dir(dirs)),
             endpoints_dir: dirs.endpoints_dir(),
             networks_dir: dirs.networks_dir(),
+            remote_dir: remote_names_dir(dirs),
+            dirs: Dirs::new(&dirs.config, &dirs.run),
             stamp: None,
         }
     }
 
     /// True when either directory changed since the last `load`.
     pub fn changed(&self) -> bool {
-        self.stamp != Some((dir_key(&self.endpoints_dir), dir_key(&self.networks_dir)))
+        self.stamp != Some(self.stamp_now())
+    }
+
+    fn stamp_now(&self) -> (Option<FileKey>, Option<FileKey>, Option<FileKey>) {
+        (
+            dir_key(&self.endpoints_dir),
+            dir_key(&self.networks_dir),
+            dir_key(&self.remote_dir),
+        )
     }
 
     pub fn load(&mut self) -> Records {
         // The stamp first: a change during the scan is seen by the next poll.
-        self.stamp = Some((dir_key(&self.endpoints_dir), dir_key(&self.networks_dir)));
-        let nets = self.networks.scan();
+        self.stamp = Some(self.stamp_now());
+        let nets: Vec<Network> = self
+            .networks
+            .scan()
+            .into_iter()
+            .map(
+                |n| match crate::config::overlay_block(&self.dirs, &n.name) {
+                    // An overlay network as this host sees it: its block's gateway.
+                    Ok(Some(b)) if n.overlay.is_some() => n.with_block(b),
+                    _ => n,
+                },
+            )
+            .collect();
         let eps = self.endpoints.scan();
-        Records::build(&eps, &nets)
+        let remote = self.remote.scan();
+        Records::build_with_remote(&eps, &nets, &remote)
     }
 }
 

@@ -7,3 +7,4 @@ pub mod ethtool;
 pub mod nft;
 pub mod route;
 pub mod tc;
+pub mod vxlan;

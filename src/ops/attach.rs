@@ -5,7 +5,7 @@ use crate::config::{DriverKind, Network};
 use crate::driver::{self, Ctx, Made};
 use crate::error::{Error, ErrorList, Result};
 use crate::firewall::{Change, Firewall};
-use crate::ipam::{self, FileLeases};
+use crate::ipam::FileLeases;
 use crate::names::{host_ifname, ContainerId, IfName, Mac, NetworkName};
 use crate::netlink::route::RouteSocket;
 use crate::netns::Netns;
@@ -113,7 +113,9 @@ fn load_networks(dirs: &Dirs, req: &AttachRequest, host: &RouteSocket) -> Result
                 "name each network once",
             ));
         }
-        nets.push(super::network::load_or_default(dirs, name, host)?);
+        let net = super::network::load_or_default(dirs, name, host)?;
+        // Overlay: this host's block (claimed in etcd at first use only).
+        nets.push(crate::cluster::local_view(dirs, net)?);
     }
     if nets.len() > 1 {
         if let Some(n) = nets.iter().find(|n| !n.driver.has_interfaces()) {
@@ -233,7 +235,7 @@ fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
     }
     let ctx = Ctx::open(Some(ns))?;
     if !specs.is_empty() {
-        if let Some(n) = nets.first().filter(|n| n.driver != DriverKind::Bridge) {
+        if let Some(n) = nets.first().filter(|n| !n.driver.bridged()) {
             return Err(Error::invalid(
                 format!("network {}", n.name),
                 format!("({} driver) cannot publish ports: its traffic never passes this host's firewall", n.driver),
@@ -321,10 +323,17 @@ fn plan_attachment(
     first: bool,
     undo: &mut Vec<Undo>,
 ) -> Result<Attachment> {
-    let ip = {
+    // Overlay: `view` is the host block the address is in (another is claimed when all are full).
+    let (ip, view) = {
         let _l = Lock::acquire(&dirs.network_lock(&net.name))?;
         let mut leases = FileLeases::open(dirs, &net.name)?;
-        ipam::allocate(&mut leases, net, id, wants.ips.get(&net.name).copied())?
+        crate::cluster::allocate(
+            dirs,
+            &mut leases,
+            net,
+            id,
+            wants.ips.get(&net.name).copied(),
+        )?
     };
     undo.push(Undo::Lease(net.name.clone(), ip));
     crate::fault::point("attach.lease");
@@ -332,7 +341,7 @@ fn plan_attachment(
         (true, Some(m)) => m,
         _ => Mac::from_ipv4(ip),
     };
-    let s = net.subnet4();
+    let s = view.subnet4();
     let s6 = net.subnet6();
     let mut tuning = crate::tuning::Tuning::from_options(&net.options)?.overlay(&wants.tuning);
     let mtu = tuning.mtu.take().or(net.mtu);
@@ -474,6 +483,10 @@ fn make_links_and_rules(
                     crate::fault::point("attach.net-rules");
                     Ok(())
                 })?;
+                if net.overlay.is_some() {
+                    // The gateway of the host block this container is in (a later block's).
+                    ctx.host.add_addr4(index, att.gateway, att.prefix_len)?;
+                }
                 if created {
                     crate::fault::point("attach.bridge");
                 }

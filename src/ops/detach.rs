@@ -2,7 +2,6 @@
 //! there is no pid and usually no namespace). Each step treats "already gone" as done, every
 //! error is collected and the rest still runs, so a second detach finds nothing and succeeds.
 
-use crate::config::DriverKind;
 use crate::driver::{self, Ctx, Driver};
 use crate::error::Error;
 use crate::error::{ErrorList, Result};
@@ -132,7 +131,7 @@ pub fn detach_locked(
     // A macvlan child has no host side: it is deleted from inside a namespace that is still
     // the container's (by-hand detach, disconnect, a namespace that outlives the container).
     let (bridged, inside): (Vec<&Attachment>, Vec<&Attachment>) =
-        gone.iter().partition(|a| a.driver == DriverKind::Bridge);
+        gone.iter().partition(|a| a.driver.bridged());
     if !inside.is_empty() {
         if let Ok(ns) = super::attach::open_recorded_netns(ep) {
             match Ctx::open(Some(ns)) {

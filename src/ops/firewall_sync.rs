@@ -14,7 +14,13 @@ pub fn network_changes(net: &config::Network) -> Vec<Change> {
     };
     let mut v = vec![
         Change::AddBridge(bridge.clone()),
-        Change::AddNet4(net.subnet4().subnet),
+        // Overlay: the whole cluster subnet, so traffic to other hosts' containers is not
+        // masqueraded.
+        Change::AddNet4(
+            net.overlay
+                .as_ref()
+                .map_or(net.subnet4().subnet, |o| o.subnet),
+        ),
         Change::AddIntra {
             bridge: bridge.clone(),
             icc: net.icc,

@@ -134,7 +134,7 @@ fn check_one(dirs: &Dirs, host: &RouteSocket, ep: &Endpoint) -> Result<Vec<Findi
         return Ok(f);
     }
     for a in &ep.attachments {
-        if a.driver != crate::config::DriverKind::Bridge {
+        if !a.driver.bridged() {
             continue;
         }
         match host.link_by_name(a.host_interface.as_str())? {

@@ -72,6 +72,10 @@ pub fn create(dirs: &Dirs, spec: &NetworkSpec, host: Option<&RouteSocket>) -> Re
     if let Some(h) = host {
         check_against_host(&mut net, h)?;
     }
+    if net.driver == config::DriverKind::Overlay {
+        // The definition lives in etcd: creating it on one host makes it known to all.
+        crate::cluster::create_network(&mut net, dirs, host)?;
+    }
     config::save(dirs, &net)?;
     Ok(net)
 }
