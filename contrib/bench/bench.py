@@ -80,7 +80,7 @@ class Cfg:
     dns_records = env_int("BENCH_DNS_RECORDS", 200 if QUICK else 1000)
     dns_time = env_int("BENCH_DNS_TIME", 3 if QUICK else 10)
     cases = set(
-        os.environ.get("BENCH_CASES", "floor,base,scale,ports,conc,iperf,dns").split(",")
+        os.environ.get("BENCH_CASES", "floor,base,scale,ports,conc,iperf,overlay,dns").split(",")
     )
     tools = os.environ.get("BENCH_TOOLS", "nethook,nethookcni,netavark,cni,raw").split(",")
     seed = env_int("BENCH_SEED", 1)
@@ -1379,6 +1379,210 @@ def case_iperf(res, tool_names):
     res["throughput"] = out
 
 
+# ---- overlay across hosts (issue 9)
+
+OV_UNDERLAY = "192.168.77"  # .1, .2: the hosts' underlay addresses; .254: etcd, on the sandbox's bridge
+OV_SUBNET = "10.201.0.0/16"
+OV_NET = "ov"
+OV_SHAPE = "1gbit"
+OV_WHY_UNSHAPED = (
+    "in one kernel the overlay's extra veths, bridges and encapsulation are CPU work on the same "
+    "cores as the sender; on a wire the only cost is the 50-byte VXLAN header"
+)
+
+
+def _wait_tcp(ns, host, port, limit=15.0):
+    """A TCP connect from inside netns `ns` (the socket is made in it) succeeds."""
+    import socket
+
+    end = time.monotonic() + limit
+    with netns(ns):
+        while time.monotonic() < end:
+            try:
+                socket.create_connection((host, port), timeout=0.5).close()
+                return True
+            except OSError:
+                time.sleep(0.1)
+    return False
+
+
+def _ov_routes(ns):
+    r = spawn([IP, "-n", ns, "-4", "route"])
+    return [l.split()[0] for l in r.out.decode().splitlines() if "nh-vx" in l]
+
+
+def _ov_has_route(ns, ip):
+    import ipaddress
+
+    a = ipaddress.ip_address(ip)
+    for p in _ov_routes(ns):
+        try:
+            if a in ipaddress.ip_network(p, strict=False):
+                return True
+        except ValueError:
+            pass
+    return False
+
+
+def case_overlay(res):
+    """iperf3 between two hosts of an overlay network, against the underlay between the hosts,
+    unshaped and with the underlay shaped like a physical NIC (tbf on both hosts' underlay veths)."""
+    etcd = shutil.which("etcd", path=BASE_ENV["PATH"])
+    tc = shutil.which("tc", path=BASE_ENV["PATH"])
+    out = {"label": "nethook overlay (VXLAN)", "status": "ok"}
+    res["overlay"] = out
+    if "nethook" not in Cfg.tools:
+        out.update(status="n/a", reason="nethook is not in BENCH_TOOLS")
+        return
+    if not etcd:
+        out.update(status="n/a", reason="etcd not installed (Debian etcd-server; contrib/bench/run installs it)")
+        log(f"overlay: n/a: {out['reason']}")
+        return
+    if not tc:
+        out.update(status="n/a", reason="tc not installed (iproute2)")
+        return
+    res["versions"]["etcd"] = spawn([etcd, "--version"]).out.decode().splitlines()[0].strip()
+    d = os.path.join(STATE_ROOT, "overlay")
+    os.makedirs(d, exist_ok=True)
+    sb = f"{PREFIX}ov-sb"
+    hosts = [f"{PREFIX}ov-h{i}" for i in (1, 2)]
+    ctrs = [f"{PREFIX}ov-c{i}" for i in (1, 2)]
+    names = [sb] + hosts + ctrs
+    procs = []  # etcd and the agents
+    etcd_url = f"http://{OV_UNDERLAY}.254:2379"
+
+    def argv0(i):
+        return [NETHOOK, "--config-dir", os.path.join(d, f"h{i + 1}", "config"),
+                "--run-dir", os.path.join(d, f"h{i + 1}", "run")]
+
+    def bg(ns, argv, logname):
+        with open(os.path.join(d, logname), "ab") as lf, netns(ns_path(ns)):
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf, stderr=lf, env=BASE_ENV)
+        REG.add_pid(p.pid)
+        procs.append(p)
+        return p
+
+    def tail(logname):
+        try:
+            with open(os.path.join(d, logname), errors="replace") as f:
+                return " | ".join(f.read().strip().splitlines()[-3:])[:300]
+        except OSError:
+            return ""
+
+    try:
+        ns_add(names)
+        for n in names:
+            must(spawn([IP, "-n", n, "link", "set", "lo", "up"]), "lo up")
+        # The underlay: a bridge in the sandbox, each host on a veth (eth0 in the host netns).
+        cmds = [
+            [IP, "-n", sb, "link", "add", "ul0", "type", "bridge"],
+            [IP, "-n", sb, "addr", "add", f"{OV_UNDERLAY}.254/24", "dev", "ul0"],
+            [IP, "-n", sb, "link", "set", "ul0", "up"],
+        ]
+        for i, h in enumerate(hosts):
+            cmds += [
+                [IP, "-n", sb, "link", "add", f"ulh{i + 1}", "type", "veth", "peer", "name", "eth0", "netns", h],
+                [IP, "-n", sb, "link", "set", f"ulh{i + 1}", "master", "ul0", "up"],
+                [IP, "-n", h, "addr", "add", f"{OV_UNDERLAY}.{i + 1}/24", "dev", "eth0"],
+                [IP, "-n", h, "link", "set", "eth0", "up"],
+            ]
+        for c in cmds:
+            must(spawn(c), " ".join(c[1:]))
+        bg(sb, [etcd, "--data-dir", os.path.join(d, "etcd-data"),
+                "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+                "--listen-peer-urls", "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+                "--initial-cluster", "default=http://127.0.0.1:2380"], "etcd.log")
+        if not _wait_tcp(ns_path(sb), f"{OV_UNDERLAY}.254", 2379):
+            raise RuntimeError(f"etcd did not listen: {tail('etcd.log')}")
+        for i, h in enumerate(hosts):
+            with netns(ns_path(h)):
+                must(spawn(argv0(i) + ["cluster", "join", "--etcd", etcd_url,
+                                       "--vtep-ip", f"{OV_UNDERLAY}.{i + 1}", "--name", f"h{i + 1}"]),
+                     f"nethook cluster join (h{i + 1})")
+        with netns(ns_path(hosts[0])):
+            must(spawn(argv0(0) + ["network", "create", OV_NET, "--driver", "overlay",
+                                   "--subnet", OV_SUBNET, "--no-dns"]),
+                 "nethook network create --driver overlay")
+        for i, h in enumerate(hosts):
+            bg(h, argv0(i) + ["agent", "--lease-ttl", "5"], f"agent-h{i + 1}.log")
+        # One container netns per host. h2's agent has to have fetched the network first.
+        ips = []
+        for i, (h, c) in enumerate(zip(hosts, ctrs)):
+            t0 = time.monotonic()
+            while True:
+                with netns(ns_path(h)):
+                    r = spawn(argv0(i) + ["attach", ns_path(c), "--network", OV_NET, "--id", f"ovc{i + 1}"])
+                if r.ok or time.monotonic() - t0 > 10:
+                    break
+                time.sleep(0.2)
+            must(r, f"nethook attach on h{i + 1}")
+            with open(os.path.join(d, f"h{i + 1}", "run", "endpoints", f"ovc{i + 1}.json")) as f:
+                ips.append(json.load(f)["attachments"][0]["ipv4"].split("/")[0])
+        t0 = time.monotonic()
+        while not (_ov_has_route(hosts[0], ips[1]) and _ov_has_route(hosts[1], ips[0])):
+            if time.monotonic() - t0 > 10:
+                raise RuntimeError(
+                    f"no route between the hosts' blocks after 10 s: h1 {_ov_routes(hosts[0])}, "
+                    f"h2 {_ov_routes(hosts[1])}; agent h1: {tail('agent-h1.log')}"
+                )
+            time.sleep(0.05)
+        out["route_ready_s"] = round(time.monotonic() - t0, 3)
+        out["containers"] = {"h1": ips[0], "h2": ips[1]}
+        mtu = spawn([IP, "-n", ctrs[0], "-o", "link", "show", "eth0"]).out.decode()
+        m = re.search(r"mtu (\d+)", mtu)
+        out["container_mtu"] = int(m.group(1)) if m else None
+        log(f"overlay: containers {ips[0]} (h1), {ips[1]} (h2); routes in {out['route_ready_s']} s")
+
+        for variant in ("unshaped", "shaped"):
+            if variant == "shaped":
+                for h in hosts:
+                    must(spawn([tc, "-n", h, "qdisc", "replace", "dev", "eth0", "root", "tbf",
+                                "rate", OV_SHAPE, "burst", "256kb", "latency", "20ms"]), "tc tbf")
+            under, over, err = [], [], ""
+            for _ in range(Cfg.iperf_reps):  # interleaved: machine noise hits both alike
+                try:
+                    under.append(iperf(ns_path(hosts[1]), ns_path(hosts[0]), f"{OV_UNDERLAY}.2", 5201))
+                    over.append(iperf(ns_path(ctrs[1]), ns_path(ctrs[0]), ips[1], 5201))
+                except Exception as e:  # noqa: BLE001
+                    err = str(e)[:200]
+                    break
+            e = {"status": "ok"}
+            if variant == "shaped":
+                e["shaping"] = f"tbf rate {OV_SHAPE} burst 256kb latency 20ms on eth0 of both hosts"
+            if under and over and len(under) == len(over):
+                u, o = statistics.median(under), statistics.median(over)
+                e.update(underlay_gbps=u, overlay_gbps=o, underlay_runs=under, overlay_runs=over,
+                         ratio=round(o / u, 3) if u else None)
+            else:
+                e.update(status="failed", reason=err or "no result")
+            out[variant] = e
+            log(f"overlay/{variant}: " + (f"underlay {e['underlay_gbps']} Gbit/s, overlay {e['overlay_gbps']} "
+                                           f"Gbit/s: {e['ratio'] * 100:.0f}%" if e["status"] == "ok" else e["reason"]))
+        sh = out.get("shaped", {})
+        if sh.get("status") == "ok":
+            out["target"] = {"what": "overlay / underlay on the shaped (wire-limited) pair", "min": 0.8,
+                             "met": sh["ratio"] >= 0.8}
+    except Exception as e:
+        out["status"] = "failed"
+        out["reason"] = str(e)[:300]
+        log(f"overlay: failed: {e}")
+    finally:
+        for p in reversed(procs):  # agents first, then etcd
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        pids = pids_in(names)
+        if pids:
+            kill_pids(pids)
+        ns_del(names)
+        shutil.rmtree(d, ignore_errors=True)
+
+
 DNSPERF_ARGS = ["-c", "4", "-q", "64"]
 
 
@@ -1786,6 +1990,40 @@ def write_markdown(res, path):
                 cells.append(f"{v['gbps']:.1f}" if v.get("status") == "ok" else v.get("status", "–"))
             L.append(f"| {e['label']} | " + " | ".join(cells) + " |")
         L.append("")
+    ov = res.get("overlay")
+    if ov:
+        L.append("## Overlay throughput across hosts\n")
+        if ov.get("status") != "ok":
+            L.append(f"{ov.get('status')}: {ov.get('reason', '')}\n")
+        else:
+            L.append(
+                f"iperf3 TCP, -t {res['config']['iperf_time']}, Gbit/s, median of {res['config']['iperf_reps']} "
+                f"(underlay and overlay runs interleaved). Two host namespaces on veths to an underlay bridge "
+                f"in a sandbox namespace, etcd on the sandbox's underlay address, `nethook cluster join` and "
+                f"`nethook agent` per host, network `{OV_NET}` (`--driver overlay --subnet {OV_SUBNET}`), one "
+                f"netns per host attached with `nethook attach` (eth0 MTU {ov.get('container_mtu')}); "
+                f"host A had the route to B's block {ov.get('route_ready_s')} s after the attach.\n"
+            )
+            L.append("| underlay | host A → host B (underlay) | container on A → container on B (overlay) | overlay / underlay |")
+            L.append("| --- | ---: | ---: | ---: |")
+            for v, title in (
+                ("unshaped", "unshaped veths (one kernel, CPU-bound)"),
+                ("shaped", f"shaped like a NIC: tbf {OV_SHAPE} on both hosts' underlay veths"),
+            ):
+                e = ov.get(v, {})
+                if e.get("status") == "ok":
+                    L.append(f"| {title} | {e['underlay_gbps']:.2f} | {e['overlay_gbps']:.2f} | {e['ratio'] * 100:.0f}% |")
+                else:
+                    L.append(f"| {title} | {e.get('status', '–')}: {e.get('reason', '')} | | |")
+            L.append("")
+            sh, un = ov.get("shaped", {}), ov.get("unshaped", {})
+            if sh.get("status") == "ok":
+                L.append(
+                    f"Issue 9 (overlay ≥ 80% of the underlay), judged on the wire-limited pair: "
+                    f"{sh['ratio'] * 100:.0f}%: {'met' if sh['ratio'] >= 0.8 else 'NOT met'}"
+                    + (f"; unshaped {un['ratio'] * 100:.0f}%, because {OV_WHY_UNSHAPED}." if un.get("status") == "ok" else ".")
+                    + "\n"
+                )
     dn = res.get("dns")
     if dn:
         L.append("## DNS: container-name queries\n")
@@ -1990,6 +2228,14 @@ def summarize(res):
                 f"nethook flatness: container {ks[-1]} costs {r:.2f}x container {ks[0]} "
                 f"(target ≤ 1.25x): {'met' if r <= 1.25 else 'NOT met'}"
             )
+    sh = res.get("overlay", {}).get("shaped", {})
+    if sh.get("status") == "ok":
+        un = res["overlay"].get("unshaped", {})
+        tg.append(
+            f"issue 9: overlay {sh['overlay_gbps']:.2f} vs underlay {sh['underlay_gbps']:.2f} Gbit/s on a "
+            f"{OV_SHAPE} underlay: {sh['ratio'] * 100:.0f}% (target ≥ 80%): {'met' if sh['ratio'] >= 0.8 else 'NOT met'}"
+            + (f" (unshaped, one kernel: {un['ratio'] * 100:.0f}%)" if un.get("status") == "ok" else "")
+        )
     res["targets"] = tg
 
 
@@ -2051,7 +2297,7 @@ def main():
     if "cni" in Cfg.tools:
         for p in ("bridge", "host-local", "portmap"):
             need(os.path.join(CNI_PATH, p))
-    IPERF3 = need("iperf3") if "iperf" in Cfg.cases else None
+    IPERF3 = need("iperf3") if {"iperf", "overlay"} & Cfg.cases else None
     DNSPERF = need("dnsperf") if "dns" in Cfg.cases and Cfg.dns else None
     if "dns" in Cfg.cases and Cfg.dns:
         need(AARDVARK)
@@ -2088,6 +2334,7 @@ def main():
             ("ports", lambda: case_ports(res, tools)),
             ("conc", lambda: case_conc(res, [t for t in tools if t != "raw"] + (["raw"] if "raw" in tools else []))),
             ("iperf", lambda: case_iperf(res, tools)),
+            ("overlay", lambda: case_overlay(res)),
             ("dns", lambda: case_dns(res) if Cfg.dns else None),
         ]
         for name, fn in steps:
