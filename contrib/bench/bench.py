@@ -1441,7 +1441,7 @@ def case_overlay(res):
     if not tc:
         out.update(status="n/a", reason="tc not installed (iproute2)")
         return
-    res["versions"]["etcd"] = spawn([etcd, "--version"]).out.decode().splitlines()[0].strip()
+    res["versions"]["etcd"] = spawn([etcd, "--version"]).out.decode().splitlines()[0].replace("Version:", "").strip()
     d = os.path.join(STATE_ROOT, "overlay")
     os.makedirs(d, exist_ok=True)
     sb = f"{PREFIX}ov-sb"
@@ -2002,7 +2002,7 @@ def write_markdown(res, path):
                 f"in a sandbox namespace, etcd on the sandbox's underlay address, `nethook cluster join` and "
                 f"`nethook agent` per host, network `{OV_NET}` (`--driver overlay --subnet {OV_SUBNET}`), one "
                 f"netns per host attached with `nethook attach` (eth0 MTU {ov.get('container_mtu')}); "
-                f"host A had the route to B's block {ov.get('route_ready_s')} s after the attach.\n"
+                f"each host had the route to the other's block {ov.get('route_ready_s')} s after the second attach.\n"
             )
             L.append("| underlay | host A → host B (underlay) | container on A → container on B (overlay) | overlay / underlay |")
             L.append("| --- | ---: | ---: | ---: |")
