@@ -1441,7 +1441,7 @@ def case_overlay(res):
     if not tc:
         out.update(status="n/a", reason="tc not installed (iproute2)")
         return
-    res["versions"]["etcd"] = spawn([etcd, "--version"]).out.decode().splitlines()[0].replace("Version:", "").strip()
+    res["versions"]["etcd"] = " ".join(spawn([etcd, "--version"]).out.decode().splitlines()[0].replace("Version:", "").split())
     d = os.path.join(STATE_ROOT, "overlay")
     os.makedirs(d, exist_ok=True)
     sb = f"{PREFIX}ov-sb"
@@ -2021,7 +2021,7 @@ def write_markdown(res, path):
                 L.append(
                     f"Issue 9 (overlay ≥ 80% of the underlay), judged on the wire-limited pair: "
                     f"{sh['ratio'] * 100:.0f}%: {'met' if sh['ratio'] >= 0.8 else 'NOT met'}"
-                    + (f"; unshaped {un['ratio'] * 100:.0f}%, because {OV_WHY_UNSHAPED}." if un.get("status") == "ok" else ".")
+                    + (f"; unshaped (one kernel) {un['ratio'] * 100:.0f}%: {OV_WHY_UNSHAPED}." if un.get("status") == "ok" else ".")
                     + "\n"
                 )
     dn = res.get("dns")
