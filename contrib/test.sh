@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pair in runc:runc crun:crun podman:podman busybox:busybox-static ip:iproute2 nft:nftables socat:socat nsenter:util-linux dig:dnsutils ethtool:ethtool iperf3:iperf3 etcd:etcd-server; do
+for pair in runc:runc crun:crun podman:podman busybox:busybox-static ip:iproute2 nft:nftables socat:socat nsenter:util-linux dig:dnsutils ethtool:ethtool iperf3:iperf3 etcd:etcd-server /usr/lib/cni/tuning:containernetworking-plugins; do
     cmd=${pair%%:*} pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
