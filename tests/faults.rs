@@ -25,39 +25,41 @@ fn bridges(sb: &Sandbox) -> Vec<String> {
         .collect()
 }
 
-/// The fault points, as src/fault.rs lists them (kept in step by `points_match_the_source`).
-const POINTS: &[&str] = &[
-    "attach.record-intent",
-    "attach.lease",
-    "attach.ports",
-    "attach.record",
-    "attach.net-rules",
-    "attach.bridge",
-    "bridge.before-veth",
-    "bridge.veth",
-    "bridge.configured",
-    "macvlan.before-link",
-    "macvlan.link",
-    "attach.firewall",
-    "attach.file-hosts",
-    "attach.file-hostname",
-    "attach.file-resolv",
-    "attach.before-ready",
-    "detach.removing",
-    "detach.firewall",
-    "detach.links",
-    "detach.leases",
-];
+/// The fault points, from the library itself.
+use nethook::fault::POINTS;
 
+/// Every listed point is really placed in the code (a point no transaction passes would make
+/// its kill test vacuous), and every placed point is listed.
 #[test]
 fn points_match_the_source() {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/fault.rs"))
-        .expect("src/fault.rs");
-    for p in POINTS {
-        assert!(src.contains(&format!("\"{p}\"")), "{p} not in src/fault.rs");
+    let mut placed = Vec::new();
+    let mut stack = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("src dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                for (i, _) in text.match_indices("fault::point(\"") {
+                    let rest = &text[i + "fault::point(\"".len()..];
+                    placed.push(rest[..rest.find('"').unwrap()].to_string());
+                }
+            }
+        }
     }
-    let listed = src.lines().filter(|l| l.starts_with("    \"")).count();
-    assert_eq!(listed, POINTS.len(), "src/fault.rs lists other points");
+    for p in POINTS {
+        assert!(
+            placed.iter().any(|q| q == p),
+            "{p} is listed but placed nowhere"
+        );
+    }
+    for q in &placed {
+        assert!(POINTS.contains(&q.as_str()), "{q} is placed but not listed");
+    }
 }
 
 /// The nethook command line inside the sandbox, with `NETHOOK_FAULT` when given.
@@ -403,29 +405,10 @@ fn sigkill_at_every_attach_point_bridge() {
     assert_eq!(check(&sb), Vec::<Value>::new());
 }
 
-/// A "LAN" parent for macvlan networks in the sandbox.
+/// A macvlan network on the sandbox's LAN (tests/common: a veth parent `lan0`).
 fn macvlan_net(sb: &Sandbox, name: &str) {
-    // (No dummy module everywhere: a veth pair, both ends in the sandbox.)
-    sb.sh(&[
-        "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
-    ])
-    .ok();
-    sb.sh(&["ip", "link", "set", "lan0", "up"]).ok();
-    sb.sh(&["ip", "link", "set", "lan1", "up"]).ok();
-    sb.nethook(&[
-        "network",
-        "create",
-        name,
-        "--driver",
-        "macvlan",
-        "--parent",
-        "lan0",
-        "--subnet",
-        "192.168.77.0/24",
-        "--gateway",
-        "192.168.77.1",
-    ])
-    .ok();
+    sb.add_lan();
+    sb.create_macvlan(name, &[]).ok();
 }
 
 /// The same for a macvlan network (the child lives inside the container's namespace).

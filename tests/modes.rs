@@ -18,25 +18,6 @@ fn ip_in(netns: &str, args: &[&str]) -> String {
         .stdout
 }
 
-/// A "LAN" for macvlan: a veth whose sandbox end `lan0` is the parent, whose other end is
-/// `eth0` of a new peer namespace at 192.168.77.2/24. Returns the peer's netns path.
-fn lan(sb: &Sandbox) -> String {
-    let peer = sb.add_netns("lan");
-    let sbn = sb.name.clone();
-    for args in [
-        vec![
-            "-n", &sbn, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns",
-            &peer,
-        ],
-        vec!["-n", &sbn, "link", "set", "lan0", "up"],
-        vec!["-n", &peer, "addr", "add", "192.168.77.2/24", "dev", "eth0"],
-        vec!["-n", &peer, "link", "set", "eth0", "up"],
-    ] {
-        run(Command::new("ip").args(&args), None).ok();
-    }
-    format!("/run/netns/{peer}")
-}
-
 fn ps_rows_of(sb: &Sandbox, id: &str) -> Vec<Value> {
     sb.ps().into_iter().filter(|r| r["id"] == id).collect()
 }
@@ -47,21 +28,8 @@ fn macvlan_container_is_reachable_from_its_segment() {
         return;
     }
     let sb = Sandbox::new("mv");
-    let peer = lan(&sb);
-    sb.nethook(&[
-        "network",
-        "create",
-        "lan",
-        "--driver",
-        "macvlan",
-        "--parent",
-        "lan0",
-        "--subnet",
-        "192.168.77.0/24",
-        "--gateway",
-        "192.168.77.2",
-    ])
-    .ok();
+    let peer = sb.add_lan();
+    sb.create_macvlan("lan", &[]).ok();
     let mut b = sb.bundle("mv", "sleep 60");
     b.annotate("nethook.network", "lan");
     let c = sb.runc_start(&b);
@@ -142,7 +110,7 @@ fn macvlan_bad_input_is_refused() {
         return;
     }
     let sb = Sandbox::new("mvbad");
-    let _peer = lan(&sb);
+    let _peer = sb.add_lan();
     sb.nethook(&["network", "create", "web", "--subnet", "10.90.40.0/24"])
         .ok();
     for (args, needles) in [
@@ -571,21 +539,8 @@ fn macvlan_containers_resolve_each_other_by_name() {
         return;
     }
     let sb = Sandbox::new("mvdns");
-    let _peer = lan(&sb);
-    sb.nethook(&[
-        "network",
-        "create",
-        "lan",
-        "--driver",
-        "macvlan",
-        "--parent",
-        "lan0",
-        "--subnet",
-        "192.168.77.0/24",
-        "--gateway",
-        "192.168.77.2",
-    ])
-    .ok();
+    let _peer = sb.add_lan();
+    sb.create_macvlan("lan", &[]).ok();
     // gateway listening cannot work on macvlan (the host is unreachable from its children).
     sb.nethook(&[
         "network",
@@ -920,23 +875,8 @@ fn macvlan_private_mode_keeps_siblings_apart() {
         return;
     }
     let sb = Sandbox::new("mvp");
-    let peer = lan(&sb);
-    sb.nethook(&[
-        "network",
-        "create",
-        "priv",
-        "--driver",
-        "macvlan",
-        "--parent",
-        "lan0",
-        "--mode",
-        "private",
-        "--subnet",
-        "192.168.77.0/24",
-        "--gateway",
-        "192.168.77.2",
-    ])
-    .ok();
+    let peer = sb.add_lan();
+    sb.create_macvlan("priv", &["--mode", "private"]).ok();
     let mut b1 = sb.bundle("mvp1", "sleep 60");
     b1.annotate("nethook.network", "priv");
     let c1 = sb.runc_start(&b1);

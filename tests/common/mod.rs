@@ -442,6 +442,46 @@ impl Sandbox {
         }
     }
 
+    /// A "LAN" for macvlan networks: a veth whose sandbox end `lan0` is the parent and whose
+    /// other end is `eth0` of a new peer namespace at 192.168.77.2/24 (a machine on the
+    /// segment). Returns the peer's netns path.
+    pub fn add_lan(&self) -> String {
+        let peer = self.add_netns("lan");
+        let sbn = self.name.clone();
+        for args in [
+            vec![
+                "-n", &sbn, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns",
+                &peer,
+            ],
+            vec!["-n", &sbn, "link", "set", "lan0", "up"],
+            vec!["-n", &peer, "addr", "add", "192.168.77.2/24", "dev", "eth0"],
+            vec!["-n", &peer, "link", "set", "eth0", "up"],
+        ] {
+            run(Command::new("ip").args(&args), None).ok();
+        }
+        format!("/run/netns/{peer}")
+    }
+
+    /// `network create NAME --driver macvlan --parent lan0 --subnet 192.168.77.0/24 --gateway
+    /// 192.168.77.2 EXTRA...` on the LAN of [`Sandbox::add_lan`].
+    pub fn create_macvlan(&self, name: &str, extra: &[&str]) -> Run {
+        let mut a = vec![
+            "network",
+            "create",
+            name,
+            "--driver",
+            "macvlan",
+            "--parent",
+            "lan0",
+            "--subnet",
+            "192.168.77.0/24",
+            "--gateway",
+            "192.168.77.2",
+        ];
+        a.extend_from_slice(extra);
+        self.nethook(&a)
+    }
+
     /// Spawn a process inside `netns` (a path), killed at drop. Returns its pid.
     pub fn spawn_in(&self, netns: &str, args: &[&str]) -> u32 {
         let mut c = Self::cmd_in(netns, args[0]);
