@@ -23,8 +23,11 @@ pub struct Ctx {
 impl Ctx {
     /// Sockets for `home` (the current namespace) and, if given, the container's.
     pub fn open(container: Option<Netns>) -> Result<Ctx> {
-        let home = Netns::current()?;
-        let host = RouteSocket::open()?;
+        Ctx::with(Netns::current()?, RouteSocket::open()?, container)
+    }
+
+    /// The same from a home namespace and host socket the caller already has.
+    pub fn with(home: Netns, host: RouteSocket, container: Option<Netns>) -> Result<Ctx> {
         let container = match container {
             Some(ns) => {
                 let sock = ns.run_in(&home, RouteSocket::open)?;

@@ -218,22 +218,24 @@ fn attach_locked(dirs: &Dirs, req: &AttachRequest) -> Result<Endpoint> {
         .iter()
         .map(|raw| publish::parse(raw).map(|s| (s, raw.as_str())))
         .collect::<Result<_>>()?;
+    // One host socket and one look at our own namespace serve the whole attach (each socket
+    // is a runtime, an epoll set and a netlink bind: not free on the hook's path).
+    let home = Netns::current()?;
     let host = RouteSocket::open()?;
     let nets = load_networks(dirs, req, &host)?;
-    drop(host);
     if let Some(net) = nets.first().filter(|n| !n.driver.has_interfaces()) {
         return attach_plain(dirs, req, net);
     }
     let ns = req.open_netns()?;
     let netns_id = ns.id()?;
-    if netns_id == Netns::current()?.id()? {
+    if netns_id == home.id()? {
         return Err(Error::invalid(
             format!("namespace {}", req.netns.display()),
             "is nethook's own (the host's)",
             "add {\"type\": \"network\"} to linux.namespaces, or use the host network",
         ));
     }
-    let ctx = Ctx::open(Some(ns))?;
+    let ctx = Ctx::with(home, host, Some(ns))?;
     if !specs.is_empty() {
         if let Some(n) = nets.first().filter(|n| !n.driver.bridged()) {
             return Err(Error::invalid(
