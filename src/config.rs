@@ -675,13 +675,6 @@ impl NetworkSpec {
                     "give a valid MTU",
                 ));
             }
-            if !subnets6.is_empty() && m < MIN_MTU_IPV6 {
-                return Err(Error::invalid(
-                    format!("mtu {m}"),
-                    format!("is below {MIN_MTU_IPV6}, the least IPv6 works with"),
-                    format!("give --mtu {MIN_MTU_IPV6} or more, or leave out IPv6"),
-                ));
-            }
         }
         let (bridge, bridge_mac, parent, macvlan_mode) = match driver {
             DriverKind::Macvlan => {

@@ -18,7 +18,6 @@ pub const ANN_IP: &str = "nethook.ip";
 pub const ANN_MAC: &str = "nethook.mac";
 pub const ANN_ALIASES: &str = "nethook.aliases";
 pub const ANN_DISABLE: &str = "nethook.disable";
-pub const ANN_MTU: &str = "nethook.mtu";
 
 /// The parsed OCI state.
 #[derive(Debug, Clone)]
@@ -195,8 +194,6 @@ pub struct Wants {
     pub aliases: Vec<String>,
     pub publish: Vec<String>,
     pub disabled: bool,
-    /// `nethook.mtu`: this container's MTU on every network, over the networks' own.
-    pub mtu: Option<u32>,
     /// `nethook.mtu`, `nethook.sysctl.*`, `nethook.offload.*`, `nethook.bandwidth.*`: over
     /// each network's own options.
     pub tuning: crate::tuning::Tuning,
@@ -300,20 +297,6 @@ pub fn wants(
         }
     }
     w.tuning = crate::tuning::Tuning::from_annotations(annotations)?;
-    if let Some(m) = get(ANN_MTU) {
-        let mtu = m
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|m| (68..=65535).contains(m));
-        w.mtu = Some(mtu.ok_or_else(|| {
-            Error::invalid(
-                format!("annotation {ANN_MTU}={m:?}"),
-                "is not an MTU (68-65535)",
-                "give a number like 1400",
-            )
-        })?);
-    }
     if let Some(m) = get(ANN_MAC).map(String::from).or_else(|| args.mac.clone()) {
         w.mac = Some(Mac::parse(m.trim())?);
     }

@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 /// The smallest MTU IPv6 works with (RFC 8200). The caller checks it for IPv6 networks; this
 /// module only knows the IPv4 floor.
-pub const MIN_MTU_IPV6: u32 = 1280;
+pub use crate::config::MIN_MTU_IPV6;
 /// The smallest MTU the kernel accepts for IPv4 (RFC 791), and the largest an Ethernet-like
 /// link takes.
 pub const MIN_MTU: u32 = 68;

@@ -80,12 +80,9 @@ fn add_gateways(host: &RouteSocket, index: u32, net: &Network) -> Result<()> {
     Ok(())
 }
 
-/// What a container with published ports needs beyond its link: hairpin on its bridge port (it
-/// may reach itself through the host's address) and route_localnet on the bridge (127.0.0.1 on
-/// the host forwards to it), each set only where a port is published.
-pub fn prepare_publish(ctx: &Ctx, net: &Network, att: &Attachment) -> Result<()> {
-    let port = ctx
-        .host
+/// The host-side veth of an attachment this setup just made.
+pub fn host_link(ctx: &Ctx, att: &Attachment) -> Result<crate::netlink::route::Link> {
+    ctx.host
         .link_by_name(att.host_interface.as_str())?
         .ok_or_else(|| {
             Error::kernel(
@@ -93,7 +90,14 @@ pub fn prepare_publish(ctx: &Ctx, net: &Network, att: &Attachment) -> Result<()>
                 "vanished during setup",
                 "retry",
             )
-        })?;
+        })
+}
+
+/// What a container with published ports needs beyond its link: hairpin on its bridge port (it
+/// may reach itself through the host's address) and route_localnet on the bridge (127.0.0.1 on
+/// the host forwards to it), each set only where a port is published.
+pub fn prepare_publish(ctx: &Ctx, net: &Network, att: &Attachment) -> Result<()> {
+    let port = host_link(ctx, att)?;
     ctx.host.set_hairpin(port.index, true)?;
     ensure_sysctl(
         &format!(
@@ -114,13 +118,7 @@ impl Driver for Bridge {
         default_route: bool,
         made: &mut Vec<Made>,
     ) -> Result<()> {
-        let (ns, csock) = ctx.container.as_ref().ok_or_else(|| {
-            Error::invalid(
-                format!("container on network {}", net.name),
-                "has no network namespace",
-                "give the container one",
-            )
-        })?;
+        let (ns, csock) = ctx.container(&net.name)?;
         if !net.internal {
             // Routed traffic out of the bridge needs forwarding in the host namespace. (IPv6
             // forwarding turns off accept_ra=1 on the host's interfaces: a host that learns its

@@ -35,7 +35,7 @@ impl Driver for Macvlan {
         default_route: bool,
         made: &mut Vec<Made>,
     ) -> Result<()> {
-        let (ns, csock) = ctx.container(net)?;
+        let (ns, csock) = ctx.container(&net.name)?;
         let spec = MacvlanSpec {
             name: &att.interface,
             parent,

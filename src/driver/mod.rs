@@ -7,6 +7,7 @@ pub mod macvlan;
 
 use crate::config::{DriverKind, Network};
 use crate::error::{Error, Result};
+use crate::names::NetworkName;
 use crate::netlink::route::RouteSocket;
 use crate::netns::Netns;
 use crate::state::endpoint::Attachment;
@@ -43,10 +44,10 @@ impl Ctx {
     }
 
     /// The container's namespace and socket, which every setup needs.
-    pub fn container(&self, net: &Network) -> Result<(&Netns, &RouteSocket)> {
+    pub fn container(&self, net: &NetworkName) -> Result<(&Netns, &RouteSocket)> {
         self.container.as_ref().map(|(n, s)| (n, s)).ok_or_else(|| {
             Error::invalid(
-                format!("container on network {}", net.name),
+                format!("container on network {net}"),
                 "has no network namespace",
                 "give the container one",
             )

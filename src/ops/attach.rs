@@ -388,13 +388,7 @@ fn plan_attachment(
 /// undoing.
 fn apply_tuning(ctx: &Ctx, att: &Attachment) -> Result<()> {
     let t = &att.tuning;
-    let (ns, csock) = ctx.container.as_ref().map(|(n, s)| (n, s)).ok_or_else(|| {
-        Error::invalid(
-            format!("container on network {}", att.network),
-            "has no network namespace",
-            "give the container one",
-        )
-    })?;
+    let (ns, csock) = ctx.container(&att.network)?;
     if !t.sysctls.is_empty() || !t.offloads.is_empty() {
         let ifname = att.interface.to_string();
         ns.run_in(&ctx.home, || {
@@ -417,16 +411,7 @@ fn apply_tuning(ctx: &Ctx, att: &Attachment) -> Result<()> {
         csock.set_tbf(eth.index, rate, None, latency)?;
     }
     if let Some(rate) = t.ingress {
-        let host = ctx
-            .host
-            .link_by_name(att.host_interface.as_str())?
-            .ok_or_else(|| {
-                Error::kernel(
-                    format!("host link {}", att.host_interface),
-                    "vanished during setup",
-                    "retry",
-                )
-            })?;
+        let host = driver::bridge::host_link(ctx, att)?;
         ctx.host.set_tbf(host.index, rate, None, latency)?;
     }
     Ok(())
